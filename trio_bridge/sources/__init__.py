@@ -1,0 +1,1 @@
+"""Producers of "something changed": each source loads its contents and pokes the reload channel."""

@@ -1,0 +1,35 @@
+"""What a source hands the reloader, and the message that travels on the reload channel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config.model import BridgeSettings, ClientSpec, ProviderSpec
+
+
+@dataclass(frozen=True)
+class ReloadRequest:
+    """A poke on the reload channel. ``source`` names who sent it; ``full`` re-reads every source."""
+
+    source: str
+    full: bool = False
+
+
+@dataclass(frozen=True)
+class SourceContents:
+    """What one source loaded. Immutable; a source that fails to load keeps its last one."""
+
+    providers: tuple[ProviderSpec, ...] = ()
+    # Providers the source knows by name but could not validate: name -> reason (no secrets).
+    invalid_providers: tuple[tuple[str, str], ...] = ()
+    clients: tuple[ClientSpec, ...] = ()
+    bridge: BridgeSettings | None = None
+    # Which file each provider came from (YAML); "database" rows leave it empty.
+    origins: dict[str, str] = field(default_factory=dict)
+    # Directories whose changes may change this source's result (YAML dir, key file dirs).
+    watch_dirs: tuple[Path, ...] = ()
+
+
+class SourceError(Exception):
+    """A source failed to load. The message is safe to log: no secret, no file content."""
