@@ -1,0 +1,52 @@
+"""``trio-bridge check-config``: validate the config dir and show the snapshot it would build."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from .merge import merge
+from .snapshot import Resilience, SourceStatus, build_snapshot
+from .sources.base import SourceError
+from .sources.files import FileSource
+from .upstream import UpstreamClients
+
+
+def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = False) -> int:
+    """Exit 0 when every provider builds, 1 otherwise (or when the dir does not load)."""
+    try:
+        contents = FileSource(config_dir, secrets_dir).load_sync()
+    except SourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    inputs = merge(None, contents, (SourceStatus("files", None, None),))
+    snapshot, _ = build_snapshot(inputs, version=1, secrets_dir=secrets_dir, environ=os.environ,
+                                 resilience=Resilience(), upstreams=UpstreamClients())
+    providers = sorted(snapshot.providers.values(), key=lambda p: p.name)
+    failed = [p for p in providers if p.status == "error"]
+    if as_json:
+        doc = {
+            "ok": not failed,
+            "auth": snapshot.bridge.auth,
+            "clients": len(snapshot.clients),
+            "providers": [
+                {"name": p.name, "type": p.type, "source": p.source, "status": p.status,
+                 "error": p.error, "keys": len(p.pool.keys) if p.pool else 0,
+                 "key_sources": list(p.key_sources),
+                 "key_hints": [k.hint for k in p.pool.keys] if p.pool else []}
+                for p in providers
+            ],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"config dir {config_dir}: {len(providers)} providers, {len(snapshot.clients)} "
+              f"clients, auth {snapshot.bridge.auth}")
+        for p in providers:
+            keys = f"{len(p.pool.keys)} keys" if p.pool else "no keys"
+            line = f"  {p.name:<24} {p.type or '-':<10} {p.status:<9} {keys:<8} {p.source}"
+            if p.error:
+                line += f"\n      error: {p.error}"
+            print(line)
+    return 1 if failed else 0

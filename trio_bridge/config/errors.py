@@ -1,0 +1,52 @@
+"""Configuration errors that name where and what, never the rejected content."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+
+class ConfigError(Exception):
+    """The config dir (or a row) cannot be used. The message is safe to print and log."""
+
+
+_CHOICES = {
+    "type": "one of openai, anthropic, copilot",
+    "auth": "one of tokens, none",
+}
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
+
+
+def describe_validation_error(error: msgspec.ValidationError) -> str:
+    """``$.providers[1].base_url: expected a string matching ^https?://``.
+
+    msgspec messages are rephrased so that no rejected value is ever quoted.
+    """
+    match = _AT.match(str(error))
+    assert match is not None
+    msg, path = match.group("msg"), match.group("path") or "$"
+    if msg.startswith("Invalid enum value"):
+        field = path.rsplit(".", 1)[-1]
+        msg = f"expected {_CHOICES.get(field, 'one of the documented choices')}"
+    elif msg.startswith("Expected `str` matching regex"):
+        pattern = msg.split("regex ", 1)[1].strip("'")
+        msg = f"expected a string matching {pattern}"
+    elif msg.startswith("Expected"):
+        msg = "expected " + _plain_types(msg[len("Expected ") :])
+    elif msg.startswith("Object contains unknown field"):
+        field = msg.split("`")[1] if "`" in msg else "?"
+        msg = f"unknown field {field!r}"
+    elif msg.startswith("Object missing required field"):
+        field = msg.split("`")[1] if "`" in msg else "?"
+        msg = f"missing required field {field!r}"
+    return f"{path}: {msg}"
+
+
+def _plain_types(text: str) -> str:
+    names = {"`str`": "a string", "`int`": "an integer", "`bool`": "true or false",
+             "`object`": "a mapping", "`array`": "a list", "`float`": "a number"}
+    for raw, plain in names.items():
+        text = text.replace(raw, plain)
+    return re.sub(r", got .*$", "", text)

@@ -1,0 +1,110 @@
+"""Loading the config dir: every ``*.yaml``/``*.yml`` (no dotfiles), in name order, merged."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import yaml
+
+from .errors import ConfigError, describe_validation_error
+from .model import BridgeSettings, ClientSpec, ConfigFile, ProviderSpec, convert
+
+try:
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - PyYAML without libyaml
+    _Loader = yaml.SafeLoader
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """The merged config dir. ``origins`` maps provider name to the file it came from."""
+
+    bridge: BridgeSettings | None
+    providers: tuple[ProviderSpec, ...]
+    clients: tuple[ClientSpec, ...]
+    origins: dict[str, str]
+    files: tuple[Path, ...]
+    digest: str
+
+
+def config_files(config_dir: Path) -> list[Path]:
+    """The files that make up the config, in the order they are merged."""
+    if not config_dir.is_dir():
+        raise ConfigError(f"{config_dir}: not a directory")
+    return sorted(
+        p
+        for p in config_dir.iterdir()
+        if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def parse_file(name: str, text: str) -> ConfigFile:
+    """One file's contents validated against the schema; errors name the file and place."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}:{mark.column + 1}" if mark else "?"
+        raise ConfigError(f"{name}: {where}: invalid YAML ({exc.problem or 'syntax error'})") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{name}: invalid YAML") from None
+    if data is None:
+        return ConfigFile()
+    try:
+        return convert(data, ConfigFile)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{name}: {describe_validation_error(exc)}") from None
+
+
+def load_config_dir(config_dir: Path) -> LoadedConfig:
+    """Read and merge the config dir. Raises ConfigError on the first problem."""
+    bridge: BridgeSettings | None = None
+    bridge_file: str | None = None
+    providers: list[ProviderSpec] = []
+    clients: list[ClientSpec] = []
+    origins: dict[str, str] = {}
+    client_origins: dict[str, str] = {}
+    digest = hashlib.sha256()
+    files = config_files(config_dir)
+    for path in files:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path.name}: cannot be read ({type(exc).__name__})") from None
+        digest.update(path.name.encode() + b"\0" + raw + b"\0")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path.name}: not UTF-8 text") from None
+        parsed = parse_file(path.name, text)
+        if parsed.bridge is not None:
+            if bridge_file is not None:
+                raise ConfigError(f"{path.name}: bridge: already set in {bridge_file}")
+            bridge, bridge_file = parsed.bridge, path.name
+        for i, provider in enumerate(parsed.providers):
+            if provider.name in origins:
+                raise ConfigError(
+                    f"{path.name}: $.providers[{i}].name: provider {provider.name!r} "
+                    f"is also defined in {origins[provider.name]}"
+                )
+            origins[provider.name] = path.name
+            providers.append(provider)
+        for i, client in enumerate(parsed.clients):
+            if client.id in client_origins:
+                raise ConfigError(
+                    f"{path.name}: $.clients[{i}].id: client {client.id!r} "
+                    f"is also defined in {client_origins[client.id]}"
+                )
+            client_origins[client.id] = path.name
+            clients.append(client)
+    return LoadedConfig(
+        bridge=bridge,
+        providers=tuple(providers),
+        clients=tuple(clients),
+        origins=origins,
+        files=tuple(files),
+        digest=digest.hexdigest(),
+    )

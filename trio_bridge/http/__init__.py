@@ -1,0 +1,1 @@
+"""The HTTP side: the ASGI apps, routing, header hygiene, the proxy/relay loop, admin."""

@@ -1,0 +1,355 @@
+"""One request's trip upstream: key selection and failover, the breaker, and the relay of
+the answer back to the client as its bytes arrive."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import httpx2
+import trio
+
+from .. import metrics
+from ..providers.base import Peek, Route, Usage
+from ..providers.sse import EventSplitter, iter_events
+from ..resilience.breaker import is_breaker_failure
+from ..resilience.keypool import PoolKey, cooldown_from_headers
+from ..snapshot import Provider, Snapshot
+from .access import RequestLog
+from .asgi import Send
+from .auth import Caller
+from .errors import send_error
+from .headers import Headers, actor_headers, client_response_headers, upstream_request_headers
+
+SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+_USAGE_BODY_LIMIT = 8 * 1024 * 1024
+
+
+@dataclass
+class Exchange:
+    """Everything about one request that the proxy needs, fixed before the first attempt."""
+
+    snapshot: Snapshot
+    provider: Provider
+    route: Route
+    method: str
+    upstream_raw_path: bytes  # path + query, to append to the base URL's path
+    body: bytes
+    peek: Peek | None
+    wants_usage: bool
+    caller: Caller
+    client_headers: Headers
+    client_ip: bytes | None
+    model_label: str
+    log: RequestLog
+    response_started: bool = False
+    finished: bool = False
+    sse: bool = False
+    failed: bool = False
+    usage: Usage = field(default_factory=Usage)
+    upstream_wait: float = 0.0
+
+
+async def _error(ex: Exchange, send: Send, status: int, message: str, **kw) -> None:
+    ex.log.status = status
+    ex.finished = True
+    await send_error(send, status, message, **kw)
+
+
+def _url(provider: Provider, raw_tail: bytes) -> httpx2.URL:
+    base = httpx2.URL(provider.base_url or "")
+    return base.copy_with(raw_path=base.raw_path.rstrip(b"/") + raw_tail)
+
+
+class _Fail(Exception):
+    def __init__(self, status: int, message: str, breaker_failure: bool) -> None:
+        self.status, self.message, self.breaker_failure = status, message, breaker_failure
+
+
+async def run_exchange(ex: Exchange, send: Send) -> None:
+    """Answer the request. Never raises for upstream trouble: every failure becomes a response
+    (or, after the first byte, an error event)."""
+    provider, bridge = ex.provider, ex.snapshot.bridge
+    dialect = provider.dialect
+    assert dialect is not None and provider.upstream is not None and provider.pool is not None
+    now = trio.current_time()
+    breaker = None
+    if bridge.circuit_breaker.enabled and provider.breakers is not None:
+        breaker = provider.breakers.get(ex.route.endpoint, ex.model_label)
+        if breaker.state(now) == "open":
+            return await _reject_breaker(ex, send, breaker.retry_after)
+    key: PoolKey | None = None
+    if not ex.caller.byok:
+        key = provider.pool.pick(now)
+        if key is None:
+            return await _exhausted(ex, send, now)
+    admission = breaker.admit(now) if breaker is not None else None
+    if breaker is not None and admission is None:
+        return await _reject_breaker(ex, send, breaker.retry_after)
+    verdict = _Verdict(ex, breaker, admission)
+    try:
+        deadline = await _attempts(ex, send, key, verdict)
+    finally:
+        verdict.release()
+    if deadline.cancelled_caught:
+        ex.failed = True
+        ex.log.error = "upstream timed out"
+        if not ex.response_started:
+            await _error(ex, send, 504, "upstream timed out", dialect=dialect,
+                         request_id=ex.log.request_id)
+        elif ex.sse and ex.route.bridged:
+            await send_stream_deadline_error(ex, send)
+        else:
+            raise UpstreamAborted("upstream timed out mid-body")
+
+
+class UpstreamAborted(Exception):
+    """The response had started and cannot be completed: the connection must be aborted."""
+
+
+async def _attempts(ex: Exchange, send: Send, key: PoolKey | None, verdict: _Verdict) -> trio.CancelScope:
+    """Send the request, failing over to the next key on 429/401 while nothing has reached
+    the client; relay the answer. Returns the whole-request deadline scope."""
+    provider, bridge = ex.provider, ex.snapshot.bridge
+    dialect = provider.dialect
+    assert dialect is not None and provider.upstream is not None and provider.pool is not None
+    tried: set[int] = set()
+    url = _url(provider, ex.upstream_raw_path)
+    actor = actor_headers(ex.caller.actor, dict(ex.caller.metadata)) if bridge.send_actor_headers else ()
+    forwarded = ex.client_ip if bridge.forward_client_ip else None
+    with provider.upstream.pinned() as http, trio.move_on_after(bridge.upstream_timeout) as deadline:
+        while True:
+            headers = upstream_request_headers(
+                ex.client_headers,
+                keep_auth=ex.caller.keep_auth,
+                key_header=dialect.key_header(key.secret) if key is not None else None,
+                extra=provider.headers,
+                identity_encoding=ex.route.bridged,
+                actor=actor,
+                forwarded_for=forwarded,
+            )
+            request = http.build_request(ex.method, url, content=ex.body, headers=headers)
+            ex.log.attempts += 1
+            ex.log.key_hint = key.hint if key is not None else "byok"
+            try:
+                response = await _send_first_byte(ex, http, request, float(bridge.first_byte_timeout))
+            except _Fail as fail:
+                verdict.report(fail.breaker_failure)
+                ex.failed = True
+                ex.log.error = fail.message
+                await _error(ex, send, fail.status, fail.message, dialect=dialect,
+                             request_id=ex.log.request_id)
+                return deadline
+            status = response.status_code
+            if key is not None and status in (429, 401):
+                await response.aclose()
+                _mark_key(ex, key, response, trio.current_time())
+                tried.add(key.index)
+                key = provider.pool.pick(trio.current_time(), tried)
+                if key is None:
+                    verdict.report(False)
+                    await _exhausted(ex, send, trio.current_time())
+                    return deadline
+                metrics.key_pool_failover.labels(provider.name).inc()
+                continue
+            verdict.report(is_breaker_failure(status))
+            try:
+                await _relay(ex, response, send)
+            finally:
+                await response.aclose()
+            return deadline
+    return deadline
+
+
+async def _send_first_byte(
+    ex: Exchange, http: httpx2.AsyncClient, request: httpx2.Request, timeout: float
+) -> httpx2.Response:
+    t0 = trio.current_time()
+    try:
+        with trio.fail_after(timeout):
+            return await http.send(request, stream=True)
+    except trio.TooSlowError:
+        raise _Fail(504, "upstream did not answer in time", True) from None
+    except httpx2.PoolTimeout:
+        raise _Fail(503, "upstream connection pool exhausted", False) from None
+    except (httpx2.ConnectError, httpx2.ConnectTimeout):
+        raise _Fail(502, "upstream unreachable", True) from None
+    except httpx2.TimeoutException:
+        raise _Fail(504, "upstream timed out", True) from None
+    except httpx2.HTTPError as exc:
+        raise _Fail(502, f"upstream failed ({type(exc).__name__})", False) from None
+    finally:
+        ex.upstream_wait += trio.current_time() - t0
+
+
+def _mark_key(ex: Exchange, key: PoolKey, response: httpx2.Response, now: float) -> None:
+    pool = ex.provider.pool
+    assert pool is not None
+    if response.status_code == 429:
+        cooldown = cooldown_from_headers(response.headers.multi_items(), wall_now=time.time())
+        changed = pool.mark_rate_limited(key, now, cooldown)
+        reason = "rate_limited"
+    else:
+        changed = pool.mark_auth_failed(key, now)
+        reason = "auth_failed"
+    if changed:
+        metrics.key_pool_transitions.labels(ex.provider.name, reason).inc()
+
+
+class _Verdict:
+    """Reports a breaker admission's outcome exactly once; released if never reported."""
+
+    def __init__(self, ex: Exchange, breaker, admission) -> None:
+        self.ex, self.breaker, self.admission = ex, breaker, admission
+
+    def report(self, failure: bool) -> None:
+        if self.breaker is None or self.admission is None:
+            return
+        now = trio.current_time()
+        admission, self.admission = self.admission, None
+        if failure:
+            if self.breaker.record_failure(admission, now).tripped:
+                ex = self.ex
+                metrics.breaker_trips.labels(ex.provider.name, ex.route.endpoint,
+                                             ex.model_label).inc()
+        else:
+            self.breaker.record_success(admission, now)
+
+    def release(self) -> None:
+        if self.breaker is not None and self.admission is not None:
+            self.breaker.release(self.admission, trio.current_time())
+            self.admission = None
+
+
+async def _reject_breaker(ex: Exchange, send: Send, retry_after: int) -> None:
+    metrics.breaker_rejects.labels(ex.provider.name, ex.route.endpoint, ex.model_label).inc()
+    ex.failed = True
+    ex.log.error = "circuit open"
+    await _error(ex, send, 503, f"provider \"{ex.provider.name}\" is unavailable (circuit open)",
+                     dialect=ex.provider.dialect, request_id=ex.log.request_id,
+                     retry_after=retry_after)
+
+
+async def _exhausted(ex: Exchange, send: Send, now: float) -> None:
+    pool = ex.provider.pool
+    assert pool is not None
+    exhaustion = pool.exhaustion(now)
+    metrics.key_pool_exhaustions.labels(ex.provider.name, exhaustion.reason).inc()
+    ex.failed = True
+    if exhaustion.status == 429:
+        ex.log.error = "all keys rate limited"
+        await _error(ex, send, 429, "all configured keys are rate limited; retry later",
+                         dialect=ex.provider.dialect, request_id=ex.log.request_id,
+                         retry_after=exhaustion.retry_after)
+    else:
+        ex.log.error = "all keys failed authentication"
+        await _error(ex, send, 502, "all configured keys failed authentication",
+                         dialect=ex.provider.dialect, request_id=ex.log.request_id)
+
+
+async def _relay(ex: Exchange, response: httpx2.Response, send: Send) -> None:
+    content_type = response.headers.get("content-type", "")
+    sse = content_type.startswith("text/event-stream")
+    bridged = ex.route.bridged
+    headers = client_response_headers(response.headers.raw, reframed=sse and bridged, sse=sse)
+    headers.append((b"x-request-id", ex.log.request_id.encode()))
+    if sse:
+        headers.extend(SSE_HEADERS)
+        ex.sse = True
+    ex.log.status = response.status_code
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    ex.response_started = True
+    ex.log.mark_first_byte()
+    if sse and bridged:
+        await _relay_sse(ex, response, send)
+    else:
+        await _relay_bytes(ex, response, send, collect=bridged and response.status_code < 300)
+
+
+async def _next_chunk(ex: Exchange, chunks) -> bytes | None:
+    t0 = trio.current_time()
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return None
+    finally:
+        ex.upstream_wait += trio.current_time() - t0
+
+
+async def _relay_bytes(ex: Exchange, response: httpx2.Response, send: Send, *, collect: bool) -> None:
+    kept: list[bytes] = []
+    size = 0
+    chunks = response.aiter_raw()
+    try:
+        while (chunk := await _next_chunk(ex, chunks)) is not None:
+            if collect and size < _USAGE_BODY_LIMIT:
+                kept.append(chunk)
+                size += len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except httpx2.HTTPError as exc:
+        # The body cannot be completed honestly: abort the connection rather than end it.
+        ex.failed = True
+        ex.log.error = f"upstream failed mid-body ({type(exc).__name__})"
+        raise
+    ex.finished = True  # set first: hypercorn may report the disconnect during this send
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    if collect and kept and ex.provider.dialect is not None:
+        usage = ex.provider.dialect.usage_from_body(ex.route, b"".join(kept))
+        if usage is not None:
+            ex.usage = usage
+
+
+async def _relay_sse(ex: Exchange, response: httpx2.Response, send: Send) -> None:
+    dialect = ex.provider.dialect
+    assert dialect is not None
+    splitter = EventSplitter()
+    last_block = b""
+    chunks = response.aiter_raw()
+    try:
+        while (chunk := await _next_chunk(ex, chunks)) is not None:
+            block = splitter.feed(chunk)
+            if not block:
+                continue
+            if b'"usage"' in block:
+                block = _fold_usage(ex, block)
+            last_block = block or last_block
+            if block:
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+        if splitter.tail:
+            await send({"type": "http.response.body", "body": splitter.tail, "more_body": True})
+    except (httpx2.HTTPError, trio.TooSlowError) as exc:
+        ex.failed = True
+        ex.log.error = f"upstream stream failed ({type(exc).__name__})"
+        event = dialect.stream_error_event(ex.route, "upstream stream interrupted", last_block)
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    ex.finished = True  # set first: hypercorn may report the disconnect during this send
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _fold_usage(ex: Exchange, block: bytes) -> bytes:
+    """Read usage from the block's events; drop the usage-only chunk the client did not ask for."""
+    dialect = ex.provider.dialect
+    assert dialect is not None
+    kept: list[bytes] = []
+    dropped = False
+    for event in iter_events(block):
+        if dialect.usage_from_event(ex.route, event, ex.usage) and not ex.wants_usage:
+            dropped = True
+            continue
+        kept.append(event)
+    return b"".join(kept) if dropped else block
+
+
+async def send_stream_deadline_error(ex: Exchange, send: Send) -> None:
+    """After a whole-request deadline fired mid-stream: one error event and a clean end."""
+    dialect = ex.provider.dialect
+    if dialect is None:
+        return
+    event = dialect.stream_error_event(ex.route, "upstream timed out", b"")
+    await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def retry_after_seconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds))

@@ -1,0 +1,98 @@
+"""The Anthropic dialect: messages bridged; models and count_tokens passed through."""
+
+from __future__ import annotations
+
+import msgspec
+
+from .base import Dialect, Route, RouteTable, Usage, encode, error_kind
+from .sse import event_data
+
+MESSAGES = Route("messages", "/v1/messages", True)
+
+_KINDS = {502: "api_error", 503: "overloaded_error", 504: "api_error", 413: "request_too_large"}
+
+
+class _Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+
+
+class _Message(msgspec.Struct):
+    usage: _Usage | None = None
+
+
+class _Event(msgspec.Struct):
+    type: str | None = None
+    message: _Message | None = None
+    usage: _Usage | None = None
+
+
+_message_decoder = msgspec.json.Decoder(_Message)
+_event_decoder = msgspec.json.Decoder(_Event)
+
+
+def _fold(into: Usage, u: _Usage) -> None:
+    if u.input_tokens is not None:
+        into.input = u.input_tokens
+    if u.output_tokens is not None:
+        into.output = u.output_tokens
+    if u.cache_read_input_tokens is not None:
+        into.cache_read = u.cache_read_input_tokens
+    if u.cache_creation_input_tokens is not None:
+        into.cache_write = u.cache_creation_input_tokens
+
+
+class AnthropicDialect(Dialect):
+    type = "anthropic"
+    base_path = ""
+
+    def __init__(self) -> None:
+        self.routes = RouteTable(
+            exact={
+                ("POST", MESSAGES.template): MESSAGES,
+                ("POST", "/v1/messages/count_tokens"): Route(
+                    "count_tokens", "/v1/messages/count_tokens", False
+                ),
+            },
+            prefixes=[("/v1/models", Route("models", "/v1/models", False), True)],
+        )
+
+    def key_header(self, key: str) -> tuple[bytes, bytes]:
+        return b"x-api-key", key.encode()
+
+    def error_body(self, status: int, message: str, kind: str | None = None) -> bytes:
+        kind = kind or _KINDS.get(status) or error_kind(status)
+        return encode({"type": "error", "error": {"type": kind, "message": message}})
+
+    def stream_error_event(self, route: Route, message: str, last_event: bytes) -> bytes:
+        payload = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return b"event: error\ndata: " + encode(payload) + b"\n\n"
+
+    def usage_from_body(self, route: Route, body: bytes) -> Usage | None:
+        if route.endpoint != "messages":
+            return None
+        try:
+            msg = _message_decoder.decode(body)
+        except msgspec.DecodeError:
+            return None
+        if msg.usage is None:
+            return None
+        usage = Usage()
+        _fold(usage, msg.usage)
+        return usage
+
+    def usage_from_event(self, route: Route, event: bytes, usage: Usage) -> bool:
+        data = event_data(event)
+        if b'"usage"' not in data:
+            return False
+        try:
+            ev = _event_decoder.decode(data)
+        except msgspec.DecodeError:
+            return False
+        if ev.message is not None and ev.message.usage is not None:
+            _fold(usage, ev.message.usage)
+        if ev.usage is not None:
+            _fold(usage, ev.usage)
+        return False

@@ -1,0 +1,157 @@
+"""The OpenAI dialect: chat completions and responses bridged; models & co. passed through."""
+
+from __future__ import annotations
+
+import msgspec
+
+from .base import (
+    Dialect,
+    Peek,
+    Route,
+    RouteTable,
+    Usage,
+    encode,
+    error_kind,
+    last_sequence_number,
+)
+from .sse import event_data, iter_events
+
+CHAT = Route("chat_completions", "/v1/chat/completions", True)
+RESPONSES = Route("responses", "/v1/responses", True)
+
+
+class _ChatUsage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    prompt_tokens_details: dict | None = None
+
+
+class _ChatChunk(msgspec.Struct):
+    choices: list | None = None
+    usage: _ChatUsage | None = None
+
+
+class _RespUsage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    input_tokens_details: dict | None = None
+
+
+class _Response(msgspec.Struct):
+    usage: _RespUsage | None = None
+
+
+class _RespEvent(msgspec.Struct):
+    type: str | None = None
+    response: _Response | None = None
+
+
+_chat_decoder = msgspec.json.Decoder(_ChatChunk)
+_resp_decoder = msgspec.json.Decoder(_Response)
+_resp_event_decoder = msgspec.json.Decoder(_RespEvent)
+
+
+def _chat_usage(u: _ChatUsage) -> Usage:
+    cached = (u.prompt_tokens_details or {}).get("cached_tokens")
+    return Usage(input=u.prompt_tokens, output=u.completion_tokens,
+                 cache_read=cached if isinstance(cached, int) else None)
+
+
+def _resp_usage(u: _RespUsage) -> Usage:
+    cached = (u.input_tokens_details or {}).get("cached_tokens")
+    return Usage(input=u.input_tokens, output=u.output_tokens,
+                 cache_read=cached if isinstance(cached, int) else None)
+
+
+class OpenAIDialect(Dialect):
+    type = "openai"
+    base_path = "/v1"
+
+    def __init__(self, prefix: str = "/v1") -> None:
+        chat = Route(CHAT.endpoint, prefix + "/chat/completions", True)
+        responses = Route(RESPONSES.endpoint, prefix + "/responses", True)
+        self.base_path = prefix
+        self.routes = RouteTable(
+            exact={
+                ("POST", chat.template): chat,
+                ("POST", responses.template): responses,
+                ("*", prefix + "/embeddings"): Route("embeddings", prefix + "/embeddings", False),
+            },
+            prefixes=[
+                (prefix + "/models", Route("models", prefix + "/models", False), True),
+                (prefix + "/responses", Route("responses_item", prefix + "/responses/{id}", False), False),
+                (prefix + "/conversations", Route("conversations", prefix + "/conversations", False), True),
+            ],
+        )
+
+    def key_header(self, key: str) -> tuple[bytes, bytes]:
+        return b"authorization", b"Bearer " + key.encode()
+
+    def error_body(self, status: int, message: str, kind: str | None = None) -> bytes:
+        return encode({"error": {"message": message, "type": kind or error_kind(status), "code": None}})
+
+    def stream_error_event(self, route: Route, message: str, last_event: bytes) -> bytes:
+        if route.endpoint == "responses":
+            seq = last_sequence_number(last_event)
+            payload = {"type": "error", "code": "upstream_error", "message": message,
+                       "sequence_number": 0 if seq is None else seq + 1}
+            return b"event: error\ndata: " + encode(payload) + b"\n\n"
+        payload = {"error": {"message": message, "type": "upstream_error", "code": None}}
+        return b"data: " + encode(payload) + b"\n\n"
+
+    def prepare_body(self, route: Route, body: bytes, peek: Peek) -> tuple[bytes, bool]:
+        if route.endpoint != "chat_completions" or not peek.stream:
+            return body, True
+        options = peek.stream_options
+        if options is None:
+            # Common case: splice the option in rather than re-encoding the whole body.
+            start = body.index(b"{") + 1
+            return body[:start] + b'"stream_options":{"include_usage":true},' + body[start:], False
+        if options.get("include_usage") is True:
+            return body, True
+        data = msgspec.json.decode(body)
+        data["stream_options"] = {**options, "include_usage": True}
+        return encode(data), False
+
+    def usage_from_body(self, route: Route, body: bytes) -> Usage | None:
+        try:
+            if route.endpoint == "chat_completions":
+                chunk = _chat_decoder.decode(body)
+                return _chat_usage(chunk.usage) if chunk.usage else None
+            if route.endpoint == "responses":
+                resp = _resp_decoder.decode(body)
+                return _resp_usage(resp.usage) if resp.usage else None
+        except msgspec.DecodeError:
+            return None
+        return None
+
+    def usage_from_event(self, route: Route, event: bytes, usage: Usage) -> bool:
+        data = event_data(event)
+        if b'"usage"' not in data:
+            return False
+        try:
+            if route.endpoint == "responses":
+                ev = _resp_event_decoder.decode(data)
+                if ev.response is not None and ev.response.usage is not None:
+                    _merge(usage, _resp_usage(ev.response.usage))
+                return False
+            chunk = _chat_decoder.decode(data)
+        except msgspec.DecodeError:
+            return False
+        if chunk.usage is not None:
+            _merge(usage, _chat_usage(chunk.usage))
+        return chunk.usage is not None and chunk.choices == []
+
+
+def _merge(into: Usage, new: Usage) -> None:
+    for field in ("input", "output", "cache_read", "cache_write"):
+        value = getattr(new, field)
+        if value is not None:
+            setattr(into, field, value)
+
+
+def events_with_usage(block: bytes) -> bool:
+    return b'"usage"' in block
+
+
+__all__ = ["OpenAIDialect", "iter_events"]

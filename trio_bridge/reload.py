@@ -1,0 +1,158 @@
+"""The reloader: consumes the reload channel, coalesces bursts, loads, merges, builds, swaps."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from . import metrics
+from .merge import merge
+from .snapshot import Resilience, Snapshot, SourceStatus, build_snapshot
+from .sources.base import ReloadRequest, SourceContents, SourceError
+from .upstream import UpstreamClients
+
+log = logging.getLogger("trio_bridge.reload")
+
+FIRST_DATABASE_LOAD_TIMEOUT = 5.0
+
+
+class Source(Protocol):
+    name: str
+
+    async def load(self) -> SourceContents: ...
+
+
+@dataclass
+class _Loaded:
+    contents: SourceContents | None = None
+    loaded_at: float | None = None
+    error: str | None = None
+
+
+class Reloader:
+    """Owns the snapshot lifecycle. The first build happens in ``start``; ``run`` then serves
+    the channel until cancelled. A source that fails keeps its last good contents."""
+
+    def __init__(
+        self,
+        files: Source,
+        database: Source | None,
+        upstreams: UpstreamClients,
+        *,
+        secrets_dir: Path | None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.files = files
+        self.database = database
+        self.upstreams = upstreams
+        self.secrets_dir = secrets_dir
+        self.environ = environ if environ is not None else os.environ
+        self.resilience = Resilience()
+        self._loaded: dict[str, _Loaded] = {files.name: _Loaded()}
+        if database is not None:
+            self._loaded[database.name] = _Loaded()
+        self._version = 0
+        self.current: Snapshot | None = None
+        self.on_swap: list = []  # callables(snapshot) run after each swap
+
+    @property
+    def debounce(self) -> float:
+        return float(self.current.bridge.reload.debounce) if self.current else 0.25
+
+    async def load_source(self, source: Source, *, timeout: float | None = None) -> bool:
+        """Load one source; on failure keep its last contents and record the error."""
+        state = self._loaded[source.name]
+        try:
+            if timeout is None:
+                contents = await source.load()
+            else:
+                with trio.fail_after(timeout):
+                    contents = await source.load()
+        except SourceError as exc:
+            state.error = str(exc)
+            log.warning("source %s failed to load: %s", source.name, exc)
+            return False
+        except trio.TooSlowError:
+            state.error = f"load timed out after {timeout:g}s"
+            log.warning("source %s failed to load: %s", source.name, state.error)
+            return False
+        state.contents, state.loaded_at, state.error = contents, time.time(), None
+        return True
+
+    async def initial(self) -> Snapshot:
+        """The first snapshot, from the files source alone (which must load); the database's
+        first load runs beside the listeners (see the daemon)."""
+        if not await self.load_source(self.files):
+            raise SourceError(self._loaded[self.files.name].error or "config dir failed to load")
+        snapshot = self.rebuild(reason="start", force=True)
+        assert snapshot is not None
+        metrics.record_reload("start", True)
+        return snapshot
+
+    def rebuild(self, *, reason: str, force: bool = False) -> Snapshot | None:
+        """Merge the sources' last good contents and swap if anything changed."""
+        sources = tuple(SourceStatus(name, s.loaded_at, s.error) for name, s in self._loaded.items())
+        db = self._loaded.get(self.database.name).contents if self.database else None
+        inputs = merge(db, self._loaded[self.files.name].contents, sources)
+        snapshot, clients = build_snapshot(
+            inputs,
+            version=self._version + 1,
+            secrets_dir=self.secrets_dir,
+            environ=self.environ,
+            resilience=self.resilience,
+            upstreams=self.upstreams,
+        )
+        if not force and self.current is not None and snapshot.fingerprint == self.current.fingerprint:
+            self.upstreams.discard(clients)
+            return None
+        self._version += 1
+        self.upstreams.commit(clients)
+        self.current = snapshot
+        metrics.record_swap(snapshot)
+        for hook in self.on_swap:
+            hook(snapshot)
+        errors = [p.name for p in snapshot.providers.values() if p.status == "error"]
+        log.info(
+            "snapshot v%d swapped in (%s): %d providers, %d with errors%s",
+            snapshot.version, reason, len(snapshot.providers), len(errors),
+            f" ({', '.join(errors)})" if errors else "",
+        )
+        return snapshot
+
+    async def reload(self, names: set[str], *, full: bool, reason: str) -> None:
+        sources = [self.files] + ([self.database] if self.database else [])
+        ok = True
+        for source in sources:
+            if full or source.name in names:
+                ok = await self.load_source(source) and ok
+        self.rebuild(reason=reason)
+        metrics.record_reload(reason, ok)
+
+    async def run(
+        self,
+        receive: trio.MemoryReceiveChannel[ReloadRequest],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve the channel: after the first request, gather more for ``debounce`` seconds
+        (trio's clock), then do one reload covering all of them."""
+        task_status.started()
+        async for first in receive:
+            names, full = {first.source}, first.full
+            with trio.move_on_after(self.debounce):
+                async for more in receive:
+                    names.add(more.source)
+                    full = full or more.full
+            reason = "+".join(sorted(names))
+            try:
+                await self.reload(names, full=full, reason=reason)
+            except Exception:  # a bug in a build must not take the bridge down
+                log.exception("reload (%s) failed; keeping snapshot", reason)
+                metrics.record_reload(reason, False)

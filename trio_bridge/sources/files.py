@@ -1,0 +1,126 @@
+"""The config dir as a source: loading it, and watching it (and every key file's directory)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import trio
+import watchfiles
+
+from ..config.errors import ConfigError
+from ..config.loader import load_config_dir
+from ..config.secrets import key_file_path
+from .base import ReloadRequest, SourceContents, SourceError
+
+log = logging.getLogger("trio_bridge.sources.files")
+
+
+class FileSource:
+    """Loads the config dir; ``watch`` pokes the reload channel when a watched dir changes."""
+
+    name = "files"
+
+    def __init__(
+        self,
+        config_dir: Path,
+        secrets_dir: Path | None,
+        *,
+        force_polling: bool = False,
+        allow_auth_none: bool = True,
+    ) -> None:
+        self.allow_auth_none = allow_auth_none
+        self.config_dir = config_dir
+        self.secrets_dir = secrets_dir
+        self.force_polling = force_polling
+        self._dirs: frozenset[Path] = frozenset({config_dir})
+        self._dirs_changed = trio.Event()
+
+    def load_sync(self) -> SourceContents:
+        try:
+            loaded = load_config_dir(self.config_dir)
+        except ConfigError as exc:
+            raise SourceError(str(exc)) from None
+        if loaded.bridge is not None and loaded.bridge.auth == "none" and not self.allow_auth_none:
+            raise SourceError(
+                "bridge.auth: none is refused on a non-loopback --listen "
+                "(use --allow-open-listen to accept it)"
+            )
+        dirs = {self.config_dir}
+        for provider in loaded.providers:
+            refs = list(provider.keys)
+            if provider.bedrock is not None:
+                b = provider.bedrock
+                refs += [r for r in (b.access_key, b.access_key_secret, b.session_token) if r]
+            for ref in refs:
+                path = key_file_path(ref, self.secrets_dir)
+                if path is not None:
+                    dirs.add(path.parent)
+        return SourceContents(
+            providers=loaded.providers,
+            clients=loaded.clients,
+            bridge=loaded.bridge,
+            origins=loaded.origins,
+            watch_dirs=tuple(sorted(dirs)),
+        )
+
+    async def load(self) -> SourceContents:
+        contents = await trio.to_thread.run_sync(self.load_sync)
+        self.watch_dirs(contents.watch_dirs)
+        return contents
+
+    def watch_dirs(self, dirs: Iterable[Path]) -> None:
+        """Watch exactly these directories from now on (restarts the watch if they changed)."""
+        new = frozenset(dirs) | {self.config_dir}
+        if new != self._dirs:
+            self._dirs = new
+            self._dirs_changed.set()
+
+    async def watch(
+        self,
+        send: trio.MemorySendChannel[ReloadRequest],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Send ``ReloadRequest("files")`` for every batch of changes, forever.
+
+        Directories are watched non-recursively (a Kubernetes ``..data`` swap shows up as
+        changes in the directory); a directory that does not exist yet is retried.
+        """
+        started = False
+        while True:
+            self._dirs_changed = trio.Event()
+            existing = [str(d) for d in sorted(self._dirs) if d.is_dir()]
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._restart_on_change, nursery.cancel_scope)
+                if not started:
+                    task_status.started()
+                    started = True
+                if existing:
+                    await self._watch_once(existing, send)
+                else:
+                    await trio.sleep(1.0)
+                nursery.cancel_scope.cancel()
+
+    async def _restart_on_change(self, scope: trio.CancelScope) -> None:
+        await self._dirs_changed.wait()
+        scope.cancel()
+
+    async def _watch_once(self, dirs: list[str], send: trio.MemorySendChannel[ReloadRequest]) -> None:
+        try:
+            async for _changes in watchfiles.awatch(
+                *dirs,
+                recursive=False,
+                debounce=50,
+                step=20,
+                rust_timeout=500,
+                force_polling=self.force_polling,
+                poll_delay_ms=100,
+                ignore_permission_denied=True,
+                watch_filter=None,
+            ):
+                await send.send(ReloadRequest(self.name))
+        except (FileNotFoundError, OSError, RuntimeError) as exc:
+            log.warning("watching the config dir failed (%s); retrying", type(exc).__name__)
+            await trio.sleep(1.0)
