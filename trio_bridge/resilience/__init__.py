@@ -1,0 +1,44 @@
+"""Key pools and circuit breakers: state machines over a caller-supplied clock, no I/O.
+
+Every ``now`` is trio's clock (``trio.current_time()``), so ``trio.testing.MockClock``
+drives them deterministically. The only wall-clock input is ``wall_now`` in
+:func:`cooldown_from_headers`, used once to turn an HTTP-date ``Retry-After`` into a delay.
+"""
+
+from .breaker import (
+    Admission,
+    BreakerSet,
+    BreakerSettings,
+    BreakerView,
+    CircuitBreaker,
+    ModelLabeler,
+    Transition,
+    is_breaker_failure,
+)
+from .keypool import (
+    Exhaustion,
+    KeyPool,
+    KeyState,
+    KeyStateRegistry,
+    KeyView,
+    PoolKey,
+    cooldown_from_headers,
+)
+
+__all__ = [
+    "Admission",
+    "BreakerSet",
+    "BreakerSettings",
+    "BreakerView",
+    "CircuitBreaker",
+    "Exhaustion",
+    "KeyPool",
+    "KeyState",
+    "KeyStateRegistry",
+    "KeyView",
+    "ModelLabeler",
+    "PoolKey",
+    "Transition",
+    "cooldown_from_headers",
+    "is_breaker_failure",
+]
