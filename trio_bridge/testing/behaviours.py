@@ -1,0 +1,166 @@
+"""What a fake upstream can be told to do with a request, and what it recorded.
+
+Behaviours are immutable values; a :class:`~trio_bridge.testing.FakeUpstream`
+applies one per request (see ``FakeUpstream.behave``). Every delay is a
+``trio.sleep`` on trio's clock, so ``trio.testing.MockClock`` drives it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from .wire import ToolCall, Usage
+
+__all__ = [
+    "Answer",
+    "Behaviour",
+    "CutStream",
+    "Fail",
+    "RateLimited",
+    "RawStream",
+    "RecordedRequest",
+    "Reply",
+    "SlowFirstByte",
+    "Stream",
+    "Unauthorized",
+]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An explicit response. A dict body is sent as JSON; ``Content-Type`` defaults to
+    ``application/json``; ``None`` sends an empty body."""
+
+    status: int = 200
+    body: bytes | dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The normal answer of the route, customised. It streams when the request asked
+    (``"stream": true``), unless ``stream`` forces it either way.
+
+    ``chunks``/``pace`` of None and ``first_byte_delay`` of 0 fall back to the fake's
+    defaults (``default_chunks``, ``default_pace``, ``default_first_byte_delay``).
+    ``usage`` replaces the computed token counts; ``tool_call`` answers with a tool
+    call instead of text; ``stall_after=k`` sends k events then goes silent (the
+    connection stays open).
+    """
+
+    chunks: int | None = None
+    pace: float | None = None
+    first_byte_delay: float = 0.0
+    usage: Usage | None = None
+    tool_call: ToolCall | None = None
+    stall_after: int | None = None
+    stream: bool | None = None
+
+
+@dataclass(frozen=True)
+class Stream(Answer):
+    """A streamed answer, whatever the request asked for."""
+
+    stream: bool | None = True
+
+
+@dataclass(frozen=True)
+class RateLimited:
+    """429 in the dialect's error shape, with ``Retry-After`` / ``retry-after-ms`` only as given."""
+
+    retry_after: str | None = None
+    retry_after_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Unauthorized:
+    """401 in the dialect's error shape."""
+
+
+@dataclass(frozen=True)
+class Fail:
+    """``status`` with the dialect's error body (anthropic 529: ``overloaded_error``)."""
+
+    status: int = 500
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class CutStream:
+    """A normal SSE stream that breaks: ``after_chunks`` whole events, then half of the
+    next event's bytes (``partial``), then the connection is closed without the
+    terminating chunk (``abort``; with ``abort=False`` the body ends cleanly instead,
+    an upstream that just stops)."""
+
+    after_chunks: int = 3
+    partial: bool = True
+    abort: bool = True
+    pace: float | None = None
+    chunks: int | None = None
+
+
+@dataclass(frozen=True)
+class SlowFirstByte:
+    """Wait ``delay`` seconds before the response head, then behave as ``then`` (default:
+    the normal answer). ``math.inf`` never answers; the wait ends if the client leaves."""
+
+    delay: float
+    then: Behaviour | None = None
+
+
+@dataclass(frozen=True)
+class RawStream:
+    """A chunked response of exactly these bytes, one chunk per item, ``pace`` apart.
+    Useful for hand-made SSE (e.g. an upstream error event mid-stream)."""
+
+    events: tuple[bytes, ...]
+    pace: float | None = None
+    status: int = 200
+    headers: dict[str, str] | None = None
+
+
+Behaviour = (
+    Reply | Answer | RateLimited | Unauthorized | Fail | CutStream | SlowFirstByte | RawStream
+)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """A request as the fake received it: ``raw_path`` exactly as on the wire (query
+    included, never normalised), header names lower-cased in wire order, ``key`` the
+    ``Authorization: Bearer`` token, else the ``X-Api-Key`` value."""
+
+    method: str
+    raw_path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    key: str | None = None
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case), or None."""
+        name = name.lower()
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (any case), in wire order."""
+        name = name.lower()
+        return [v for n, v in self.headers if n == name]
+
+    @property
+    def path(self) -> str:
+        """``raw_path`` without its query string."""
+        return self.raw_path.split("?", 1)[0]
+
+    @cached_property
+    def json(self) -> Any:
+        """The body parsed as JSON, or None when it is empty or not JSON."""
+        try:
+            return json.loads(self.body) if self.body else None
+        except ValueError:
+            return None
