@@ -29,22 +29,24 @@ def _duration(text: str) -> float:
 
 
 def add_database_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", default=env("database_url"),
-                        help="Postgres URL (env TRIO_BRIDGE_DATABASE_URL)")
-    parser.add_argument("--database-url-file", default=env("database_url_file"),
+    parser.add_argument("--database-url", help="Postgres URL (env TRIO_BRIDGE_DATABASE_URL)")
+    parser.add_argument("--database-url-file",
                         help="file holding the Postgres URL (env TRIO_BRIDGE_DATABASE_URL_FILE)")
 
 
 def database_url(args: argparse.Namespace) -> str | None:
-    """The URL from the flag, else from the file; flags beat variables (argparse defaults)."""
-    if args.database_url:
-        return args.database_url
-    if args.database_url_file:
-        try:
-            return Path(args.database_url_file).read_text(encoding="utf-8").strip() or None
-        except OSError as exc:
-            raise SystemExit(f"error: --database-url-file: cannot read ({type(exc).__name__})")
-    return None
+    """The URL from --database-url, else --database-url-file, else their variables; None
+    when none is given (the database is optional for ``serve``)."""
+    if not (args.database_url or args.database_url_file or env("database_url")
+            or env("database_url_file")):
+        return None
+    from .store.cli import CliError
+    from .store.cli import database_url as resolve
+
+    try:
+        return resolve(args)
+    except CliError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - store not installed
         pass
     else:
-        add_commands(commands)
+        add_commands(commands, argparse.ArgumentParser(add_help=False))
     return parser
 
 

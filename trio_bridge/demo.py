@@ -75,8 +75,9 @@ def run_demo(args: argparse.Namespace, make_options: Callable) -> int:
 
         async def main() -> None:
             async with trio.open_nursery() as nursery:
-                openai = FakeUpstream(dialect="openai", port=args.fake_openai_port)
-                anthropic = FakeUpstream(dialect="anthropic", port=args.fake_anthropic_port)
+                openai = FakeUpstream(dialect="openai", port=args.fake_openai_port, record=False)
+                anthropic = FakeUpstream(dialect="anthropic", port=args.fake_anthropic_port, record=False)
+                openai.default_pace = anthropic.default_pace = 0.05  # visible streaming
                 await nursery.start(openai.serve)
                 await nursery.start(anthropic.serve)
                 daemon = Daemon(make_options(args))
