@@ -43,6 +43,22 @@ class RunningBridge:
             await event.wait()
         return self.snapshot
 
+    async def next_reload(self) -> tuple[str, bool]:
+        """Wait for the next reload to finish (whether or not it swapped): (reason, ok)."""
+        done: list[tuple[str, bool]] = []
+        event = trio.Event()
+
+        def hook(reason: str, ok: bool) -> None:
+            done.append((reason, ok))
+            event.set()
+
+        self.daemon.reloader.on_reload.append(hook)
+        try:
+            await event.wait()
+        finally:
+            self.daemon.reloader.on_reload.remove(hook)
+        return done[0]
+
     def _on_swap(self, _snapshot: Snapshot) -> None:
         events, self._swaps = self._swaps, []
         for event in events:

@@ -61,6 +61,7 @@ class Reloader:
         self._version = 0
         self.current: Snapshot | None = None
         self.on_swap: list = []  # callables(snapshot) run after each swap
+        self.on_reload: list = []  # callables(reason, ok) run after each reload, swap or not
 
     @property
     def debounce(self) -> float:
@@ -134,6 +135,8 @@ class Reloader:
                 ok = await self.load_source(source) and ok
         self.rebuild(reason=reason)
         metrics.record_reload(reason, ok)
+        for hook in self.on_reload:
+            hook(reason, ok)
 
     async def run(
         self,
