@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the bridge wired to built-in fake upstreams")
     add_serve_options(demo, listen="127.0.0.1:8080", admin="127.0.0.1:9090")
-    demo.set_defaults(config_dir=None)
+    demo.set_defaults(config_dir=None, drain_delay=0.0, shutdown_grace=2.0)
     demo.add_argument("--fake-openai-port", type=int, default=18081)
     demo.add_argument("--fake-anthropic-port", type=int, default=18082)
     demo.set_defaults(func=_demo)
@@ -128,14 +128,30 @@ def _serve(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_format, args.log_level)
     daemon = Daemon(_options(args))
+    return run_until_stopped(lambda: trio.run(daemon.run), StartupError)
+
+
+def run_until_stopped(run, startup_error: type[Exception]) -> int:
+    """Run the daemon: 0 after a drain, 1 when it cannot start, 130 on a second Ctrl-C."""
     try:
-        trio.run(daemon.run)
-    except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # pragma: no cover - SIGINT before the handler is installed
-        return 0
+        run()
+    except BaseException as exc:  # noqa: BLE001 - unwrapped below, re-raised if unknown
+        leaves = _leaves(exc)
+        startup = [e for e in leaves if isinstance(e, startup_error)]
+        if startup:
+            for error in startup:
+                print(f"error: {error}", file=sys.stderr)
+            return 1
+        if leaves and all(isinstance(e, KeyboardInterrupt) for e in leaves):
+            return 130  # a signal outside the daemon's handler, e.g. a second Ctrl-C
+        raise
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 def _demo(args: argparse.Namespace) -> int:

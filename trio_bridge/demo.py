@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -81,23 +80,15 @@ def run_demo(args: argparse.Namespace, make_options: Callable) -> int:
                 await nursery.start(openai.serve)
                 await nursery.start(anthropic.serve)
                 daemon = Daemon(make_options(args))
-                addresses = await nursery.start(daemon.run)
+
+                async def run_daemon(task_status: trio.TaskStatus) -> None:
+                    await daemon.run(task_status=task_status)
+                    nursery.cancel_scope.cancel()  # the fakes go when the bridge has drained
+
+                addresses = await nursery.start(run_daemon)
                 print(examples(addresses.listen.removeprefix("http://"),
                                addresses.admin.removeprefix("http://")), flush=True)
-                nursery.start_soon(_stop_fakes_after, daemon, nursery)
 
-        try:
-            trio.run(main)
-        except StartupError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            return 0
-    return 0
+        from .cli import run_until_stopped
 
-
-async def _stop_fakes_after(daemon, nursery: trio.Nursery) -> None:
-    await daemon._shutdown.wait()
-    # The daemon's own run() returns after its drain; then nothing else needs to live.
-    await trio.sleep(daemon.options.shutdown_grace + 1)
-    nursery.cancel_scope.cancel()
+        return run_until_stopped(lambda: trio.run(main), StartupError)

@@ -279,13 +279,18 @@ async def _next_chunk(ex: Exchange, chunks) -> bytes | None:
 
 async def _relay_bytes(ex: Exchange, response: httpx2.Response, send: Send, *, collect: bool) -> None:
     kept: list[bytes] = []
-    size = 0
+    size = sent = 0
+    length = response.headers.get("content-length")
+    declared = int(length) if length and length.isdigit() else -1
     chunks = response.aiter_raw()
     try:
         while (chunk := await _next_chunk(ex, chunks)) is not None:
             if collect and size < _USAGE_BODY_LIMIT:
                 kept.append(chunk)
                 size += len(chunk)
+            sent += len(chunk)
+            # With a declared length the client may hang up as soon as it has every byte.
+            ex.finished = sent == declared
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except httpx2.HTTPError as exc:
         # The body cannot be completed honestly: abort the connection rather than end it.
