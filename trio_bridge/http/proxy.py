@@ -321,15 +321,20 @@ async def _relay_sse(ex: Exchange, response: httpx2.Response, send: Send) -> Non
             last_block = block or last_block
             if block:
                 await send({"type": "http.response.body", "body": block, "more_body": True})
-        if splitter.tail:
-            await send({"type": "http.response.body", "body": splitter.tail, "more_body": True})
-    except (httpx2.HTTPError, trio.TooSlowError) as exc:
+        if splitter.tail.strip():
+            raise _StreamCut("upstream stream ended inside an event")
+    except (httpx2.HTTPError, _StreamCut) as exc:
         ex.failed = True
-        ex.log.error = f"upstream stream failed ({type(exc).__name__})"
+        ex.log.error = str(exc) if isinstance(exc, _StreamCut) else (
+            f"upstream stream failed ({type(exc).__name__})")
         event = dialect.stream_error_event(ex.route, "upstream stream interrupted", last_block)
         await send({"type": "http.response.body", "body": event, "more_body": True})
     ex.finished = True  # set first: hypercorn may report the disconnect during this send
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _StreamCut(Exception):
+    """The upstream ended its body with an incomplete event."""
 
 
 def _fold_usage(ex: Exchange, block: bytes) -> bytes:
