@@ -337,3 +337,29 @@ async def test_max_inflight_answers_503_with_retry_after(nursery, tmp_path, fake
                 second = await c.get(bridge.url + "/openai/v1/models", headers=AUTH)
                 break
     assert second.status_code == 503 and second.headers["retry-after"] == "1"
+
+
+async def test_api_dumps_record_request_and_response_with_secrets_masked(
+    nursery, tmp_path, fake_openai, fake_anthropic
+) -> None:
+    dumps = tmp_path / "dumps"
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    write_yaml(config_dir, "bridge.yaml",
+               config(fake_openai, fake_anthropic, f"auth: tokens, api_dump_dir: '{dumps}'"))
+    bridge = await start_bridge(nursery, config_dir)
+    async with client() as c:
+        r = await c.post(bridge.url + "/openai/v1/chat/completions?trace=1", headers=AUTH,
+                         json={**CHAT, "stream": True})
+    assert r.status_code == 200
+    with trio.fail_after(10):
+        while not list(dumps.glob("*.json")):
+            await trio.sleep(0.02)  # written by a background task; nothing to wait on
+    (path,) = list(dumps.glob("*.json"))
+    text = path.read_text()
+    doc = json.loads(text)
+    assert doc["request"]["path"] == "/openai/v1/chat/completions?trace=1"
+    assert doc["response"]["status"] == 200 and "[DONE]" in doc["response"]["body"]
+    assert '"include_usage":true' in doc["request"]["body"]
+    assert ["authorization", "Bearer sk-o...1111"] in doc["request"]["headers"]
+    assert OPENAI_KEY not in text and TOKEN not in text

@@ -13,6 +13,7 @@ from pathlib import Path
 import trio
 
 from . import metrics
+from .dumps import DumpWriter
 from .http.admin import AdminApp
 from .http.app import BridgeApp
 from .http.server import serve_app
@@ -100,6 +101,8 @@ class Daemon:
         opts = self.options
         async with trio.open_nursery() as root:
             await root.start(self.upstreams.run)
+            state.dumps = DumpWriter()
+            await root.start(state.dumps.run)
             await root.start(self.reloader.run, self._reload_receive)
             await root.start(self.files.watch, self._reload_send.clone())
             if self.database is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import trio
 
+from .dumps import DumpWriter
 from .snapshot import Snapshot
 
 
@@ -15,3 +16,4 @@ class BridgeState:
         self.draining = False
         self.database_settled = trio.Event()  # set once the first database load attempt ended
         self.inflight = 0
+        self.dumps: DumpWriter | None = None  # set by the daemon; used when api_dump_dir is set

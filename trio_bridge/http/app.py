@@ -8,6 +8,7 @@ import logging
 import trio
 
 from .. import metrics
+from ..dumps import DumpCapture
 from ..providers.base import BodyError, peek_body
 from ..state import BridgeState
 from .access import RequestLog, request_id_from
@@ -132,6 +133,11 @@ class BridgeApp:
             client_ip=client[0].encode() if client else None,
             model_label=model_label, log=entry,
         )
+        if bridge.api_dump_dir and self.state.dumps is not None:
+            exchange.dump = DumpCapture(
+                request_id=entry.request_id, provider=provider.name, method=scope["method"],
+                path=path + ("?" + query.decode("latin-1") if query else ""),
+                request_headers=list(headers), request_body=body)
         inflight = metrics.inflight_child(provider.name, route.template)
         inflight.inc()
         try:
@@ -142,6 +148,10 @@ class BridgeApp:
         finally:
             inflight.dec()
             _observe(exchange)
+            if exchange.dump is not None and self.state.dumps is not None:
+                exchange.dump.status = entry.status or CLIENT_CLOSED
+                exchange.dump.error = entry.error
+                self.state.dumps.submit(bridge.api_dump_dir, exchange.dump)
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, ex: Exchange) -> None:

@@ -11,6 +11,7 @@ import httpx2
 import trio
 
 from .. import metrics
+from ..dumps import DumpCapture
 from ..providers.base import Peek, Route, Usage
 from ..providers.sse import EventSplitter, iter_events
 from ..resilience.breaker import is_breaker_failure
@@ -49,6 +50,7 @@ class Exchange:
     failed: bool = False
     usage: Usage = field(default_factory=Usage)
     upstream_wait: float = 0.0
+    dump: DumpCapture | None = None
 
 
 async def _error(ex: Exchange, send: Send, status: int, message: str, **kw) -> None:
@@ -130,6 +132,8 @@ async def _attempts(ex: Exchange, send: Send, key: PoolKey | None, verdict: _Ver
                 forwarded_for=forwarded,
             )
             request = http.build_request(ex.method, url, content=ex.body, headers=headers)
+            if ex.dump is not None:
+                ex.dump.request_headers = headers
             ex.log.attempts += 1
             ex.log.key_hint = key.hint if key is not None else "byok"
             try:
@@ -258,6 +262,8 @@ async def _relay(ex: Exchange, response: httpx2.Response, send: Send) -> None:
         headers.extend(SSE_HEADERS)
         ex.sse = True
     ex.log.status = response.status_code
+    if ex.dump is not None:
+        ex.dump.response_headers = headers
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     ex.response_started = True
     ex.log.mark_first_byte()
@@ -289,6 +295,8 @@ async def _relay_bytes(ex: Exchange, response: httpx2.Response, send: Send, *, c
                 kept.append(chunk)
                 size += len(chunk)
             sent += len(chunk)
+            if ex.dump is not None:
+                ex.dump.add_response_bytes(chunk)
             # With a declared length the client may hang up as soon as it has every byte.
             ex.finished = sent == declared
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -319,6 +327,8 @@ async def _relay_sse(ex: Exchange, response: httpx2.Response, send: Send) -> Non
             if b'"usage"' in block:
                 block = _fold_usage(ex, block)
             last_block = block or last_block
+            if ex.dump is not None:
+                ex.dump.add_response_bytes(block)
             if block:
                 await send({"type": "http.response.body", "body": block, "more_body": True})
         if splitter.tail.strip():
