@@ -199,3 +199,34 @@ async def test_a_burst_of_change_events_gives_one_rebuild(autojump_clock) -> Non
         await trio.sleep(1)
         assert source.loads == 3
         nursery.cancel_scope.cancel()
+
+
+async def test_sighup_forces_a_full_reload(nursery, tmp_path, fake_openai) -> None:
+    import signal
+
+    write_yaml(tmp_path, "p.yaml", providers_yaml(fake_openai.base_url))
+    bridge = await start_bridge(nursery, tmp_path)
+    async with trio.open_nursery() as waiter:
+        reloads: list[tuple[str, bool]] = []
+
+        async def wait() -> None:
+            reloads.append(await bridge.next_reload())
+
+        waiter.start_soon(wait)
+        await trio.sleep(0)
+        os.kill(os.getpid(), signal.SIGHUP)
+    assert reloads == [("signal", True)]
+
+
+async def test_admin_token_guards_the_admin_endpoints(nursery, tmp_path, fake_openai) -> None:
+    write_yaml(tmp_path, "p.yaml", providers_yaml(fake_openai.base_url))
+    bridge = await start_bridge(nursery, tmp_path, admin_token="admin-secret-token-123456")
+    async with client() as c:
+        assert (await c.get(bridge.admin + "/-/snapshot")).status_code == 401
+        wrong = await c.get(bridge.admin + "/-/snapshot", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert (await c.post(bridge.admin + "/-/reload")).status_code == 401
+        ok = await c.get(bridge.admin + "/-/snapshot",
+                         headers={"Authorization": "Bearer admin-secret-token-123456"})
+        assert ok.status_code == 200 and ok.json()["version"] == bridge.snapshot.version
+        assert (await c.get(bridge.admin + "/metrics")).status_code == 200
