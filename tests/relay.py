@@ -14,7 +14,9 @@ class Relay:
         self.port = 0
         self._pairs: set[trio.CancelScope] = set()
 
-    async def serve(self, *, task_status: trio.TaskStatus[Relay] = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Relay] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         self.port = listeners[0].socket.getsockname()[1]
         task_status.started(self)
@@ -48,7 +50,9 @@ class Relay:
                 self._pairs.discard(scope)
 
 
-async def _pump(source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope) -> None:
+async def _pump(
+    source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
+) -> None:
     try:
         while data := await source.receive_some(65536):
             await sink.send_all(data)

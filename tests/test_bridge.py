@@ -69,11 +69,14 @@ async def test_openai_sdk_blocking_and_streaming_through_the_bridge(bridge, fake
 
     def run() -> tuple[str, str, int]:
         sdk = OpenAI(base_url=bridge.url + "/openai/v1", api_key=TOKEN, max_retries=0)
-        blocking = sdk.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        blocking = sdk.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
         text = "".join(
             chunk.choices[0].delta.content or ""
             for chunk in sdk.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
             if chunk.choices
         )
         return blocking.choices[0].message.content, text, blocking.usage.completion_tokens
@@ -85,15 +88,19 @@ async def test_openai_sdk_blocking_and_streaming_through_the_bridge(bridge, fake
     assert all(r.header("x-trio-bridge-token") is None for r in fake_openai.requests)
 
 
-async def test_anthropic_sdk_blocking_and_streaming_through_the_bridge(bridge, fake_anthropic) -> None:
+async def test_anthropic_sdk_blocking_and_streaming_through_the_bridge(
+    bridge, fake_anthropic
+) -> None:
     from anthropic import Anthropic
 
     def run() -> tuple[str, str]:
         sdk = Anthropic(base_url=bridge.url + "/anthropic", api_key=TOKEN, max_retries=0)
-        message = sdk.messages.create(model="claude-fake-1", max_tokens=32,
-                                      messages=[{"role": "user", "content": "hi"}])
-        with sdk.messages.stream(model="claude-fake-1", max_tokens=32,
-                                 messages=[{"role": "user", "content": "hi"}]) as stream:
+        message = sdk.messages.create(
+            model="claude-fake-1", max_tokens=32, messages=[{"role": "user", "content": "hi"}]
+        )
+        with sdk.messages.stream(
+            model="claude-fake-1", max_tokens=32, messages=[{"role": "user", "content": "hi"}]
+        ) as stream:
             streamed = "".join(stream.text_stream)
         return message.content[0].text, streamed
 
@@ -114,8 +121,12 @@ async def test_paced_stream_reaches_the_client_chunk_by_chunk(
     fake_openai.behave(Stream(chunks=6, pace=10.0))
     seen_when_received: list[int] = []
     async with httpx2.AsyncClient(timeout=None) as c:
-        async with c.stream("POST", bridge.url + "/openai/v1/chat/completions", headers=AUTH,
-                            json={**CHAT, "stream": True}) as response:
+        async with c.stream(
+            "POST",
+            bridge.url + "/openai/v1/chat/completions",
+            headers=AUTH,
+            json={**CHAT, "stream": True},
+        ) as response:
             assert response.headers["x-accel-buffering"] == "no"
             assert response.headers["cache-control"] == "no-cache"
             async for _ in response.aiter_raw():
@@ -127,11 +138,17 @@ async def test_paced_stream_reaches_the_client_chunk_by_chunk(
 
 async def test_usage_chunk_reaches_only_a_client_that_asked(bridge, fake_openai) -> None:
     async with client() as c:
-        plain = await c.post(bridge.url + "/openai/v1/chat/completions", headers=AUTH,
-                             json={**CHAT, "stream": True})
-        asked = await c.post(bridge.url + "/openai/v1/chat/completions", headers=AUTH,
-                             json={**CHAT, "stream": True, "stream_options": {"include_usage": True}})
-    assert all(json.loads(r.body)["stream_options"]["include_usage"] is True for r in fake_openai.requests)
+        plain = await c.post(
+            bridge.url + "/openai/v1/chat/completions", headers=AUTH, json={**CHAT, "stream": True}
+        )
+        asked = await c.post(
+            bridge.url + "/openai/v1/chat/completions",
+            headers=AUTH,
+            json={**CHAT, "stream": True, "stream_options": {"include_usage": True}},
+        )
+    assert all(
+        json.loads(r.body)["stream_options"]["include_usage"] is True for r in fake_openai.requests
+    )
 
     def usage_chunks(text: str) -> list[dict]:
         out = []
@@ -150,17 +167,29 @@ async def test_usage_chunk_reaches_only_a_client_that_asked(bridge, fake_openai)
 async def test_error_table_order(bridge, fake_openai) -> None:
     """Each check in the contract's order; an unauthenticated caller learns nothing."""
     url = bridge.url
-    big = await raw_request(bridge, "POST /nope/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                                    f"Content-Length: {64 * 1024 * 1024}\r\n\r\n")
+    big = await raw_request(
+        bridge,
+        "POST /nope/v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Length: {64 * 1024 * 1024}\r\n\r\n",
+    )
     assert big.startswith(b"HTTP/1.1 413")
     async with client() as c:
         anon = await c.post(url + "/no-such-provider/v1/chat/completions", json=CHAT)
         assert anon.status_code == 401 and "no-such-provider" not in anon.text
-        wrong = await c.get(url + "/openai/v1/models", headers={"Authorization": f"Bearer {OTHER_TOKEN}"})
+        wrong = await c.get(
+            url + "/openai/v1/models", headers={"Authorization": f"Bearer {OTHER_TOKEN}"}
+        )
         assert wrong.status_code == 401
-        unknown = await c.post(url + "/no-such-provider/v1/chat/completions", headers=AUTH, json=CHAT)
+        unknown = await c.post(
+            url + "/no-such-provider/v1/chat/completions", headers=AUTH, json=CHAT
+        )
         assert unknown.status_code == 404
-        assert unknown.json() == {"error": {"message": "route not supported: POST /no-such-provider/v1/chat/completions", "type": "not_found_error"}}
+        assert unknown.json() == {
+            "error": {
+                "message": "route not supported: POST /no-such-provider/v1/chat/completions",
+                "type": "not_found_error",
+            }
+        }
         route = await c.get(url + "/openai/v1/files", headers=AUTH)
         assert route.status_code == 404 and route.json()["error"]["code"] is None
         disabled = await c.post(url + "/legacy/v1/chat/completions", headers=AUTH, json=CHAT)
@@ -170,11 +199,16 @@ async def test_error_table_order(bridge, fake_openai) -> None:
         assert broken.json()["error"]["message"] == 'provider "broken" is misconfigured'
         bad_json = await c.post(url + "/openai/v1/chat/completions", headers=AUTH, content=b"{nope")
         assert bad_json.status_code == 400
-        no_model = await c.post(url + "/openai/v1/chat/completions", headers=AUTH, json={"messages": []})
+        no_model = await c.post(
+            url + "/openai/v1/chat/completions", headers=AUTH, json={"messages": []}
+        )
         assert no_model.status_code == 400
         keyless = await c.post(url + "/keyless/v1/chat/completions", headers=AUTH, json=CHAT)
         assert keyless.status_code == 401
-        assert keyless.json()["error"]["message"] == "this provider has no configured key; send your own"
+        assert (
+            keyless.json()["error"]["message"]
+            == "this provider has no configured key; send your own"
+        )
         anthropic = await c.post(url + "/anthropic/v1/nothing", headers=AUTH, json={})
         assert anthropic.status_code == 404 and anthropic.json()["type"] == "error"
     assert fake_openai.requests == []
@@ -182,8 +216,14 @@ async def test_error_table_order(bridge, fake_openai) -> None:
         assert r.headers["x-request-id"]
 
 
-async def test_body_over_the_limit_while_read_is_413(nursery, tmp_path, fake_openai, fake_anthropic) -> None:
-    write_yaml(tmp_path, "bridge.yaml", config(fake_openai, fake_anthropic, "auth: tokens, max_body_bytes: 1000"))
+async def test_body_over_the_limit_while_read_is_413(
+    nursery, tmp_path, fake_openai, fake_anthropic
+) -> None:
+    write_yaml(
+        tmp_path,
+        "bridge.yaml",
+        config(fake_openai, fake_anthropic, "auth: tokens, max_body_bytes: 1000"),
+    )
     bridge = await start_bridge(nursery, tmp_path)
 
     async def chunks():
@@ -195,19 +235,31 @@ async def test_body_over_the_limit_while_read_is_413(nursery, tmp_path, fake_ope
     assert r.status_code == 413 and fake_openai.requests == []
 
 
-async def test_byok_forbidden_when_allow_byok_is_false(nursery, tmp_path, fake_openai, fake_anthropic) -> None:
-    write_yaml(tmp_path, "bridge.yaml", config(fake_openai, fake_anthropic, "auth: tokens, allow_byok: false"))
+async def test_byok_forbidden_when_allow_byok_is_false(
+    nursery, tmp_path, fake_openai, fake_anthropic
+) -> None:
+    write_yaml(
+        tmp_path,
+        "bridge.yaml",
+        config(fake_openai, fake_anthropic, "auth: tokens, allow_byok: false"),
+    )
     bridge = await start_bridge(nursery, tmp_path)
     async with client() as c:
-        r = await c.post(bridge.url + "/openai/v1/chat/completions", json=CHAT,
-                         headers={"X-Trio-Bridge-Token": TOKEN, "Authorization": "Bearer sk-own-key"})
+        r = await c.post(
+            bridge.url + "/openai/v1/chat/completions",
+            json=CHAT,
+            headers={"X-Trio-Bridge-Token": TOKEN, "Authorization": "Bearer sk-own-key"},
+        )
     assert r.status_code == 403 and fake_openai.requests == []
 
 
 async def test_byok_sends_the_clients_own_key_and_skips_the_pool(bridge, fake_openai) -> None:
     async with client() as c:
-        r = await c.post(bridge.url + "/keyless/v1/chat/completions", json=CHAT,
-                         headers={"X-Trio-Bridge-Token": TOKEN, "Authorization": "Bearer sk-own-key"})
+        r = await c.post(
+            bridge.url + "/keyless/v1/chat/completions",
+            json=CHAT,
+            headers={"X-Trio-Bridge-Token": TOKEN, "Authorization": "Bearer sk-own-key"},
+        )
     assert r.status_code == 200
     assert fake_openai.last_request.header("authorization") == "Bearer sk-own-key"
 
@@ -227,11 +279,21 @@ async def raw_request(bridge: RunningBridge, head: str) -> bytes:
         return data
 
 
-@pytest.mark.parametrize("path", ["/openai/v1/models/../files", "/openai/v1/models/%2e%2e/files",
-                                  "/openai/v1/models/%2E%2E/files", "/openai//v1/models"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/openai/v1/models/../files",
+        "/openai/v1/models/%2e%2e/files",
+        "/openai/v1/models/%2E%2E/files",
+        "/openai//v1/models",
+    ],
+)
 async def test_unsafe_paths_answer_404_before_any_upstream_call(bridge, fake_openai, path) -> None:
-    data = await raw_request(bridge, f"GET {path} HTTP/1.1\r\nHost: x\r\n"
-                                     f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n")
+    data = await raw_request(
+        bridge,
+        f"GET {path} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n",
+    )
     assert data.startswith(b"HTTP/1.1 404")
     assert fake_openai.requests == []
 
@@ -245,10 +307,19 @@ async def test_query_string_and_raw_path_reach_upstream_unchanged(bridge, fake_o
 
 async def test_headers_sent_upstream_follow_the_hygiene_rules(bridge, fake_anthropic) -> None:
     async with client() as c:
-        await c.post(bridge.url + "/anthropic/v1/messages", json={"model": "m", "max_tokens": 5, "messages": []},
-                     headers={"X-Api-Key": TOKEN, "Anthropic-Beta": "tools-1", "Anthropic-Version": "2023-06-01",
-                              "Cookie": "a=1", "X-Forwarded-For": "6.6.6.6", "X-AI-Bridge-Actor-ID": "mallory",
-                              "Accept-Encoding": "gzip"})
+        await c.post(
+            bridge.url + "/anthropic/v1/messages",
+            json={"model": "m", "max_tokens": 5, "messages": []},
+            headers={
+                "X-Api-Key": TOKEN,
+                "Anthropic-Beta": "tools-1",
+                "Anthropic-Version": "2023-06-01",
+                "Cookie": "a=1",
+                "X-Forwarded-For": "6.6.6.6",
+                "X-AI-Bridge-Actor-ID": "mallory",
+                "Accept-Encoding": "gzip",
+            },
+        )
     sent = fake_anthropic.last_request
     assert sent.header("x-api-key") == ANTHROPIC_KEY
     assert sent.header("anthropic-beta") == "tools-1"
@@ -260,7 +331,11 @@ async def test_headers_sent_upstream_follow_the_hygiene_rules(bridge, fake_anthr
 
 
 async def test_actor_headers_when_enabled(nursery, tmp_path, fake_openai, fake_anthropic) -> None:
-    write_yaml(tmp_path, "bridge.yaml", config(fake_openai, fake_anthropic, "auth: tokens, send_actor_headers: true"))
+    write_yaml(
+        tmp_path,
+        "bridge.yaml",
+        config(fake_openai, fake_anthropic, "auth: tokens, send_actor_headers: true"),
+    )
     bridge = await start_bridge(nursery, tmp_path)
     async with client() as c:
         await c.post(bridge.url + "/openai/v1/chat/completions", headers=AUTH, json=CHAT)
@@ -271,15 +346,24 @@ async def test_actor_headers_when_enabled(nursery, tmp_path, fake_openai, fake_a
 
 async def test_request_id_is_echoed_when_sane_and_made_when_not(bridge) -> None:
     async with client() as c:
-        mine = await c.get(bridge.url + "/openai/v1/models", headers={**AUTH, "X-Request-Id": "abc-123"})
-        odd = await c.get(bridge.url + "/openai/v1/models", headers={**AUTH, "X-Request-Id": "bad id\x01"})
+        mine = await c.get(
+            bridge.url + "/openai/v1/models", headers={**AUTH, "X-Request-Id": "abc-123"}
+        )
+        odd = await c.get(
+            bridge.url + "/openai/v1/models", headers={**AUTH, "X-Request-Id": "bad id\x01"}
+        )
     assert mine.headers["x-request-id"] == "abc-123"
     assert odd.headers["x-request-id"] != "bad id\x01" and len(odd.headers["x-request-id"]) >= 16
 
 
-@pytest.mark.parametrize(("dialect_path", "done_marker"), [
-    ("/openai/v1/chat/completions", b"[DONE]"), ("/openai/v1/responses", b"response.completed"),
-    ("/anthropic/v1/messages", b"message_stop")])
+@pytest.mark.parametrize(
+    ("dialect_path", "done_marker"),
+    [
+        ("/openai/v1/chat/completions", b"[DONE]"),
+        ("/openai/v1/responses", b"response.completed"),
+        ("/anthropic/v1/messages", b"message_stop"),
+    ],
+)
 async def test_stream_cut_after_first_byte_ends_with_whole_events_and_one_error_event(
     bridge, fake_openai, fake_anthropic, dialect_path, done_marker
 ) -> None:
@@ -311,8 +395,12 @@ async def test_stream_cut_after_first_byte_ends_with_whole_events_and_one_error_
 async def test_client_disconnect_cancels_the_upstream_request(bridge, fake_openai) -> None:
     fake_openai.behave(Stream(chunks=50, pace=0.2))
     async with client() as c:
-        async with c.stream("POST", bridge.url + "/openai/v1/chat/completions", headers=AUTH,
-                            json={**CHAT, "stream": True}) as response:
+        async with c.stream(
+            "POST",
+            bridge.url + "/openai/v1/chat/completions",
+            headers=AUTH,
+            json={**CHAT, "stream": True},
+        ) as response:
             async for _ in response.aiter_raw():
                 break
     with trio.fail_after(5):
@@ -326,13 +414,23 @@ async def test_healthz_and_readyz(bridge) -> None:
         assert (await c.get(bridge.url + "/readyz")).status_code == 200
 
 
-async def test_max_inflight_answers_503_with_retry_after(nursery, tmp_path, fake_openai, fake_anthropic) -> None:
-    write_yaml(tmp_path, "bridge.yaml", config(fake_openai, fake_anthropic, "auth: tokens, max_inflight: 1"))
+async def test_max_inflight_answers_503_with_retry_after(
+    nursery, tmp_path, fake_openai, fake_anthropic
+) -> None:
+    write_yaml(
+        tmp_path,
+        "bridge.yaml",
+        config(fake_openai, fake_anthropic, "auth: tokens, max_inflight: 1"),
+    )
     bridge = await start_bridge(nursery, tmp_path)
     fake_openai.behave(Stream(chunks=3, pace=0.5))
     async with client() as c:
-        async with c.stream("POST", bridge.url + "/openai/v1/chat/completions", headers=AUTH,
-                            json={**CHAT, "stream": True}) as first:
+        async with c.stream(
+            "POST",
+            bridge.url + "/openai/v1/chat/completions",
+            headers=AUTH,
+            json={**CHAT, "stream": True},
+        ) as first:
             async for _ in first.aiter_raw():
                 second = await c.get(bridge.url + "/openai/v1/models", headers=AUTH)
                 break
@@ -345,12 +443,18 @@ async def test_api_dumps_record_request_and_response_with_secrets_masked(
     dumps = tmp_path / "dumps"
     config_dir = tmp_path / "config"
     config_dir.mkdir()
-    write_yaml(config_dir, "bridge.yaml",
-               config(fake_openai, fake_anthropic, f"auth: tokens, api_dump_dir: '{dumps}'"))
+    write_yaml(
+        config_dir,
+        "bridge.yaml",
+        config(fake_openai, fake_anthropic, f"auth: tokens, api_dump_dir: '{dumps}'"),
+    )
     bridge = await start_bridge(nursery, config_dir)
     async with client() as c:
-        r = await c.post(bridge.url + "/openai/v1/chat/completions?trace=1", headers=AUTH,
-                         json={**CHAT, "stream": True})
+        r = await c.post(
+            bridge.url + "/openai/v1/chat/completions?trace=1",
+            headers=AUTH,
+            json={**CHAT, "stream": True},
+        )
     assert r.status_code == 200
     with trio.fail_after(10):
         while not list(dumps.glob("*.json")):

@@ -47,23 +47,42 @@ def test_bridge_section_in_two_files_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (f"providers: [{{name: a, type: openai, base_url: '{SECRET}'}}]",
-         "10-p.yaml: $.providers[0].base_url: expected a string matching ^https?://"),
-        (f"providers: [{{name: a, type: '{SECRET}', base_url: 'https://a'}}]",
-         "10-p.yaml: $.providers[0].type: expected one of openai, anthropic, copilot"),
-        (f"providers: [{{name: a, type: openai, base_url: 'https://a', keys: [{{env: A, value: '{SECRET}'}}]}}]",
-         "10-p.yaml: $.providers[0].keys[0]: expected exactly one of env, file, value"),
-        (f"bridge: {{max_inflight: '{SECRET}'}}", "10-p.yaml: $.bridge.max_inflight: expected an integer"),
-        (f"bridge: {{reload: {{debounce: '{SECRET}'}}}}",
-         "10-p.yaml: $.bridge.reload.debounce: expected a duration"),
-        ("providers: [{name: a, type: openai, base_url: 'https://a', colour: red}]",
-         "10-p.yaml: $.providers[0]: unknown field 'colour'"),
-        ("providers: [{name: Bad_Name, type: openai, base_url: 'https://a'}]",
-         "10-p.yaml: $.providers[0].name: expected a string matching"),
-        ("providers: [{name: a, type: openai, base_url: 'https://a', keys: [{file: ../etc/x}]}]",
-         "10-p.yaml: $.providers[0].keys[0]: expected a relative path"),
-        ("providers: [{name: a, type: openai, base_url: 'https://a', keys: [{file: /etc/x}]}]",
-         "10-p.yaml: $.providers[0].keys[0]: expected a relative path"),
+        (
+            f"providers: [{{name: a, type: openai, base_url: '{SECRET}'}}]",
+            "10-p.yaml: $.providers[0].base_url: expected a string matching ^https?://",
+        ),
+        (
+            f"providers: [{{name: a, type: '{SECRET}', base_url: 'https://a'}}]",
+            "10-p.yaml: $.providers[0].type: expected one of openai, anthropic, copilot",
+        ),
+        (
+            f"providers: [{{name: a, type: openai, base_url: 'https://a', keys: [{{env: A, value: '{SECRET}'}}]}}]",
+            "10-p.yaml: $.providers[0].keys[0]: expected exactly one of env, file, value",
+        ),
+        (
+            f"bridge: {{max_inflight: '{SECRET}'}}",
+            "10-p.yaml: $.bridge.max_inflight: expected an integer",
+        ),
+        (
+            f"bridge: {{reload: {{debounce: '{SECRET}'}}}}",
+            "10-p.yaml: $.bridge.reload.debounce: expected a duration",
+        ),
+        (
+            "providers: [{name: a, type: openai, base_url: 'https://a', colour: red}]",
+            "10-p.yaml: $.providers[0]: unknown field 'colour'",
+        ),
+        (
+            "providers: [{name: Bad_Name, type: openai, base_url: 'https://a'}]",
+            "10-p.yaml: $.providers[0].name: expected a string matching",
+        ),
+        (
+            "providers: [{name: a, type: openai, base_url: 'https://a', keys: [{file: ../etc/x}]}]",
+            "10-p.yaml: $.providers[0].keys[0]: expected a relative path",
+        ),
+        (
+            "providers: [{name: a, type: openai, base_url: 'https://a', keys: [{file: /etc/x}]}]",
+            "10-p.yaml: $.providers[0].keys[0]: expected a relative path",
+        ),
         (f"providers: [\n  {{name: a, value: '{SECRET}'", "10-p.yaml: line 3:1: invalid YAML"),
         ("providers: [{name: a}]", "10-p.yaml: $.providers[0]: expected type and base_url"),
     ],
@@ -87,7 +106,11 @@ def test_switch_off_entry_needs_only_name_and_enabled_false(tmp_path: Path) -> N
 
 def test_too_many_keys_is_an_error(tmp_path: Path) -> None:
     keys = ", ".join(f"{{env: K{i}}}" for i in range(9))
-    write(tmp_path, "a.yaml", f"providers: [{{name: a, type: openai, base_url: 'https://a', keys: [{keys}]}}]\n")
+    write(
+        tmp_path,
+        "a.yaml",
+        f"providers: [{{name: a, type: openai, base_url: 'https://a', keys: [{keys}]}}]\n",
+    )
     with pytest.raises(ConfigError, match=r"\$.providers\[0\].keys"):
         load_config_dir(tmp_path)
 
@@ -116,7 +139,10 @@ def test_key_resolution_reports_the_reference_not_the_value(tmp_path: Path) -> N
 def run_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "trio_bridge", "check-config", *args],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
 
 
@@ -124,7 +150,11 @@ def test_check_config_exits_0_when_every_provider_builds(tmp_path: Path) -> None
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "a.key").write_text(SECRET)
-    write(tmp_path, "p.yaml", "providers: [{name: a, type: openai, base_url: 'https://a/v1', keys: [{file: a.key}]}]\n")
+    write(
+        tmp_path,
+        "p.yaml",
+        "providers: [{name: a, type: openai, base_url: 'https://a/v1', keys: [{file: a.key}]}]\n",
+    )
     result = run_check("--config-dir", str(tmp_path), "--secrets-dir", str(secrets))
     assert result.returncode == 0, result.stderr
     assert "a " in result.stdout and "1 keys" in result.stdout
@@ -132,11 +162,16 @@ def test_check_config_exits_0_when_every_provider_builds(tmp_path: Path) -> None
 
 
 def test_check_config_exits_1_and_names_the_broken_provider(tmp_path: Path) -> None:
-    write(tmp_path, "p.yaml", """
+    write(
+        tmp_path,
+        "p.yaml",
+        """
 providers:
   - {name: good, type: openai, base_url: 'https://a/v1', keys: [{value: '%s'}]}
   - {name: broken, type: openai, base_url: 'https://b/v1', keys: [{env: NOT_SET_ANYWHERE}]}
-""" % SECRET)
+"""
+        % SECRET,
+    )
     result = run_check("--config-dir", str(tmp_path), "--json")
     assert result.returncode == 1
     assert "environment variable NOT_SET_ANYWHERE is not set" in result.stdout

@@ -41,12 +41,26 @@ class Served:
             self.stderr += chunk
 
 
-async def serve(nursery: trio.Nursery, config_dir: Path, *extra: str, env: dict | None = None) -> Served:
+async def serve(
+    nursery: trio.Nursery, config_dir: Path, *extra: str, env: dict | None = None
+) -> Served:
     listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trio_bridge", "serve", "--config-dir", str(config_dir),
-         "--listen", listen, "--admin-listen", admin, *extra],
-        stderr=subprocess.PIPE, env=env,
+        [
+            sys.executable,
+            "-m",
+            "trio_bridge",
+            "serve",
+            "--config-dir",
+            str(config_dir),
+            "--listen",
+            listen,
+            "--admin-listen",
+            admin,
+            *extra,
+        ],
+        stderr=subprocess.PIPE,
+        env=env,
     )
     served = Served(process, listen, admin)
     nursery.start_soon(served.collect)
@@ -84,12 +98,14 @@ def env_with_key() -> dict[str, str]:
 
 async def test_sigterm_during_a_stream_drains_and_exits_0(nursery, tmp_path, fake_openai) -> None:
     write_yaml(tmp_path, "b.yaml", bridge_yaml(fake_openai))
-    served = await serve(nursery, tmp_path, "--drain-delay", "1s", "--shutdown-grace", "20s",
-                         env=env_with_key())
+    served = await serve(
+        nursery, tmp_path, "--drain-delay", "1s", "--shutdown-grace", "20s", env=env_with_key()
+    )
     fake_openai.behave(Stream(chunks=12, pace=0.25))
     async with httpx2.AsyncClient(timeout=30) as c:
-        async with c.stream("POST", served.url + "/openai/v1/chat/completions", headers=AUTH,
-                            json=CHAT) as response:
+        async with c.stream(
+            "POST", served.url + "/openai/v1/chat/completions", headers=AUTH, json=CHAT
+        ) as response:
             chunks = response.aiter_raw()
             body = [await chunks.__anext__()]
             served.process.send_signal(signal.SIGTERM)
@@ -107,9 +123,21 @@ async def test_sigterm_during_a_stream_drains_and_exits_0(nursery, tmp_path, fak
 async def test_invalid_config_dir_exits_1_with_the_error(tmp_path) -> None:
     write_yaml(tmp_path, "b.yaml", "providers: [{name: x, type: openai, base_url: nope}]\n")
     result = await trio.run_process(
-        [sys.executable, "-m", "trio_bridge", "serve", "--config-dir", str(tmp_path),
-         "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", f"127.0.0.1:{free_port()}"],
-        capture_stderr=True, check=False)
+        [
+            sys.executable,
+            "-m",
+            "trio_bridge",
+            "serve",
+            "--config-dir",
+            str(tmp_path),
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--admin-listen",
+            f"127.0.0.1:{free_port()}",
+        ],
+        capture_stderr=True,
+        check=False,
+    )
     assert result.returncode == 1
     assert b"b.yaml: $.providers[0].base_url: expected a string matching" in result.stderr
 
@@ -117,30 +145,64 @@ async def test_invalid_config_dir_exits_1_with_the_error(tmp_path) -> None:
 async def test_auth_none_is_refused_on_an_open_listener(tmp_path, fake_openai) -> None:
     write_yaml(tmp_path, "b.yaml", bridge_yaml(fake_openai, auth="none"))
     result = await trio.run_process(
-        [sys.executable, "-m", "trio_bridge", "serve", "--config-dir", str(tmp_path),
-         "--listen", f"0.0.0.0:{free_port()}", "--admin-listen", f"127.0.0.1:{free_port()}"],
-        capture_stderr=True, check=False, env=env_with_key())
+        [
+            sys.executable,
+            "-m",
+            "trio_bridge",
+            "serve",
+            "--config-dir",
+            str(tmp_path),
+            "--listen",
+            f"0.0.0.0:{free_port()}",
+            "--admin-listen",
+            f"127.0.0.1:{free_port()}",
+        ],
+        capture_stderr=True,
+        check=False,
+        env=env_with_key(),
+    )
     assert result.returncode == 1
     assert b"auth: none is refused" in result.stderr
 
 
-async def test_no_secret_appears_in_logs_metrics_snapshot_or_error_bodies(nursery, tmp_path, fake_openai) -> None:
+async def test_no_secret_appears_in_logs_metrics_snapshot_or_error_bodies(
+    nursery, tmp_path, fake_openai
+) -> None:
     write_yaml(tmp_path, "b.yaml", bridge_yaml(fake_openai))
     dsn = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:{free_port()}/nowhere"
-    served = await serve(nursery, tmp_path, "--log-level", "debug", "--log-format", "json",
-                         "--database-url", dsn, env=env_with_key())
+    served = await serve(
+        nursery,
+        tmp_path,
+        "--log-level",
+        "debug",
+        "--log-format",
+        "json",
+        "--database-url",
+        dsn,
+        env=env_with_key(),
+    )
     seen: list[str] = []
     async with httpx2.AsyncClient(timeout=30) as c:
         for request in (
             c.post(served.url + "/openai/v1/chat/completions", headers=AUTH, json=CHAT),
             c.get(served.url + "/openai/v1/models", headers=AUTH),
-            c.get(served.url + "/openai/v1/models", headers={"Authorization": f"Bearer {CLIENT_TOKEN}x"}),
+            c.get(
+                served.url + "/openai/v1/models",
+                headers={"Authorization": f"Bearer {CLIENT_TOKEN}x"},
+            ),
             c.post(served.url + "/openai/v1/chat/completions", headers=AUTH, content=b"not json"),
         ):
             seen.append((await request).text)
         fake_openai.behave(Unauthorized())
-        seen.append((await c.post(served.url + "/openai/v1/chat/completions", headers=AUTH,
-                                  json={**CHAT, "stream": False})).text)
+        seen.append(
+            (
+                await c.post(
+                    served.url + "/openai/v1/chat/completions",
+                    headers=AUTH,
+                    json={**CHAT, "stream": False},
+                )
+            ).text
+        )
         seen.append((await c.get(served.admin + "/metrics")).text)
         snapshot = (await c.get(served.admin + "/-/snapshot")).text
         seen.append(snapshot)
@@ -152,14 +214,18 @@ async def test_no_secret_appears_in_logs_metrics_snapshot_or_error_bodies(nurser
     for secret in (POOL_KEY, CLIENT_TOKEN, DB_PASSWORD):
         assert secret not in text
     assert "sk-p...cdef" in snapshot  # the masked hint is what operators see
-    access = [json.loads(line) for line in served.stderr.decode().splitlines()
-              if line.startswith("{") and '"trio_bridge.access"' in line]
+    access = [
+        json.loads(line)
+        for line in served.stderr.decode().splitlines()
+        if line.startswith("{") and '"trio_bridge.access"' in line
+    ]
     assert access and all("request_id" in entry for entry in access)
     assert any(entry.get("key") == "sk-p...cdef" for entry in access)
 
 
 @pytest.mark.parametrize("command", [["--help"], ["serve", "--help"], ["check-config", "--help"]])
 def test_cli_help_works(command: list[str]) -> None:
-    result = subprocess.run([sys.executable, "-m", "trio_bridge", *command], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_bridge", *command], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and "usage" in result.stdout

@@ -30,10 +30,14 @@ async def add_key(dsn: str, provider: str, value: str, tmp_path: Path) -> None:
 
 async def chat(bridge: RunningBridge, provider: str, headers: dict | None = None):
     async with client() as c:
-        return await c.post(f"{bridge.url}/{provider}/v1/chat/completions", json=CHAT, headers=headers)
+        return await c.post(
+            f"{bridge.url}/{provider}/v1/chat/completions", json=CHAT, headers=headers
+        )
 
 
-async def wait_status(bridge: RunningBridge, provider: str, status: int, headers: dict | None = None):
+async def wait_status(
+    bridge: RunningBridge, provider: str, status: int, headers: dict | None = None
+):
     """Wait (through snapshot swaps, never sleeping) until ``provider`` answers ``status``."""
     with trio.fail_after(10):
         while True:
@@ -64,13 +68,29 @@ async def test_cli_changes_reach_a_running_bridge(
 ) -> None:
     bridge = await start_bridge(nursery, yaml_dir, database_url=pg_migrated_dsn)
     assert (await chat(bridge, "dbai")).status_code == 404
-    assert await cli(pg_migrated_dsn, "providers", "create", "dbai", "--type", "openai",
-                     "--base-url", fake_openai.base_url) == 0
+    assert (
+        await cli(
+            pg_migrated_dsn,
+            "providers",
+            "create",
+            "dbai",
+            "--type",
+            "openai",
+            "--base-url",
+            fake_openai.base_url,
+        )
+        == 0
+    )
     await add_key(pg_migrated_dsn, "dbai", KEY, tmp_path)
     await wait_status(bridge, "dbai", 200)
     assert fake_openai.last_request.key == KEY
 
-    assert await cli(pg_migrated_dsn, "providers", "update", "dbai", "--base-url", second_openai.base_url) == 0
+    assert (
+        await cli(
+            pg_migrated_dsn, "providers", "update", "dbai", "--base-url", second_openai.base_url
+        )
+        == 0
+    )
     with trio.fail_after(10):
         while not second_openai.requests:
             await wait_status(bridge, "dbai", 200)
@@ -85,11 +105,18 @@ async def test_cli_changes_reach_a_running_bridge(
     await wait_status(bridge, "dbai", 404)
 
 
-async def test_plain_sql_update_is_picked_up(nursery, yaml_dir, pg_conn, pg_migrated_dsn, fake_openai, second_openai) -> None:
-    pg_conn.execute("INSERT INTO ai_providers (name, type, base_url) VALUES ('sql', 'openai', %s)",
-                    (fake_openai.base_url,))
-    pg_conn.execute("INSERT INTO ai_provider_keys (provider_id, api_key) "
-                    "SELECT id, %s FROM ai_providers WHERE name = 'sql'", (KEY,))
+async def test_plain_sql_update_is_picked_up(
+    nursery, yaml_dir, pg_conn, pg_migrated_dsn, fake_openai, second_openai
+) -> None:
+    pg_conn.execute(
+        "INSERT INTO ai_providers (name, type, base_url) VALUES ('sql', 'openai', %s)",
+        (fake_openai.base_url,),
+    )
+    pg_conn.execute(
+        "INSERT INTO ai_provider_keys (provider_id, api_key) "
+        "SELECT id, %s FROM ai_providers WHERE name = 'sql'",
+        (KEY,),
+    )
     bridge = await start_bridge(nursery, yaml_dir, database_url=pg_migrated_dsn)
     await wait_status(bridge, "sql", 200)
     pg_conn.execute("UPDATE ai_providers SET enabled = false WHERE name = 'sql'")
@@ -99,20 +126,35 @@ async def test_plain_sql_update_is_picked_up(nursery, yaml_dir, pg_conn, pg_migr
 async def test_yaml_entry_wins_and_switch_off_disables_the_row(
     nursery, tmp_path, yaml_dir, pg_migrated_dsn, fake_openai, second_openai
 ) -> None:
-    assert await cli(pg_migrated_dsn, "providers", "create", "shared", "--type", "openai",
-                     "--base-url", fake_openai.base_url) == 0
+    assert (
+        await cli(
+            pg_migrated_dsn,
+            "providers",
+            "create",
+            "shared",
+            "--type",
+            "openai",
+            "--base-url",
+            fake_openai.base_url,
+        )
+        == 0
+    )
     await add_key(pg_migrated_dsn, "shared", KEY, tmp_path)
     bridge = await start_bridge(nursery, yaml_dir, database_url=pg_migrated_dsn)
     await wait_status(bridge, "shared", 200)
     assert fake_openai.requests
 
-    write_yaml(yaml_dir, "10-override.yaml", f"""
+    write_yaml(
+        yaml_dir,
+        "10-override.yaml",
+        f"""
 providers:
   - name: shared
     type: openai
     base_url: {second_openai.base_url}
     keys: [{{value: sk-yaml-key-bbbbbbbbbbbbbbbb}}]
-""")
+""",
+    )
     with trio.fail_after(10):
         while not bridge.snapshot.providers["shared"].source.startswith("yaml"):
             await bridge.next_swap()
@@ -133,17 +175,26 @@ async def test_listener_reconnects_after_its_backend_is_killed(
 ) -> None:
     bridge = await start_bridge(nursery, yaml_dir, database_url=pg_migrated_dsn)
     with trio.fail_after(10):
-        while not pg_conn.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = "
-                                  "'trio-bridge-listener' AND datname = current_database()").fetchone():
+        while not pg_conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = "
+            "'trio-bridge-listener' AND datname = current_database()"
+        ).fetchone():
             await trio.sleep(0.05)
     version = bridge.snapshot.version
     # Kill the listener and commit a change in the same breath: it must not be lost.
-    pg_conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                    "application_name = 'trio-bridge-listener' AND datname = current_database()")
-    pg_conn.execute("INSERT INTO ai_providers (name, type, base_url) VALUES ('after', 'openai', %s)",
-                    (fake_openai.base_url,))
-    pg_conn.execute("INSERT INTO ai_provider_keys (provider_id, api_key) "
-                    "SELECT id, %s FROM ai_providers WHERE name = 'after'", (KEY,))
+    pg_conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+        "application_name = 'trio-bridge-listener' AND datname = current_database()"
+    )
+    pg_conn.execute(
+        "INSERT INTO ai_providers (name, type, base_url) VALUES ('after', 'openai', %s)",
+        (fake_openai.base_url,),
+    )
+    pg_conn.execute(
+        "INSERT INTO ai_provider_keys (provider_id, api_key) "
+        "SELECT id, %s FROM ai_providers WHERE name = 'after'",
+        (KEY,),
+    )
     await wait_status(bridge, "after", 200)
     assert bridge.snapshot.version > version
 
@@ -152,22 +203,40 @@ def through(dsn: str, port: int) -> str:
     parts = urlsplit(dsn)
     netloc = parts.netloc.rsplit("@", 1)
     host = f"127.0.0.1:{port}"
-    return urlunsplit((parts.scheme, f"{netloc[0]}@{host}" if len(netloc) == 2 else host,
-                       parts.path, parts.query, ""))
+    return urlunsplit(
+        (
+            parts.scheme,
+            f"{netloc[0]}@{host}" if len(netloc) == 2 else host,
+            parts.path,
+            parts.query,
+            "",
+        )
+    )
 
 
 async def test_bridge_started_without_database_serves_yaml_then_picks_up_rows(
     nursery, tmp_path, yaml_dir, pg_conn, pg_migrated_dsn, fake_openai
 ) -> None:
-    pg_conn.execute("INSERT INTO ai_providers (name, type, base_url) VALUES ('fromdb', 'openai', %s)",
-                    (fake_openai.base_url,))
-    pg_conn.execute("INSERT INTO ai_provider_keys (provider_id, api_key) "
-                    "SELECT id, %s FROM ai_providers WHERE name = 'fromdb'", (KEY,))
-    write_yaml(yaml_dir, "10-yaml.yaml", f"providers: [{{name: fromyaml, type: openai, base_url: "
-                                          f"'{fake_openai.base_url}', keys: [{{value: {KEY}}}]}}]\n")
+    pg_conn.execute(
+        "INSERT INTO ai_providers (name, type, base_url) VALUES ('fromdb', 'openai', %s)",
+        (fake_openai.base_url,),
+    )
+    pg_conn.execute(
+        "INSERT INTO ai_provider_keys (provider_id, api_key) "
+        "SELECT id, %s FROM ai_providers WHERE name = 'fromdb'",
+        (KEY,),
+    )
+    write_yaml(
+        yaml_dir,
+        "10-yaml.yaml",
+        f"providers: [{{name: fromyaml, type: openai, base_url: "
+        f"'{fake_openai.base_url}', keys: [{{value: {KEY}}}]}}]\n",
+    )
     target = urlsplit(pg_migrated_dsn)
     relay = await nursery.start(Relay(target.hostname, target.port or 5432).serve)
-    bridge = await start_bridge(nursery, yaml_dir, database_url=through(pg_migrated_dsn, relay.port))
+    bridge = await start_bridge(
+        nursery, yaml_dir, database_url=through(pg_migrated_dsn, relay.port)
+    )
     assert (await chat(bridge, "fromyaml")).status_code == 200
     assert (await chat(bridge, "fromdb")).status_code == 404
     with trio.fail_after(10):
@@ -184,10 +253,15 @@ async def test_bridge_started_without_database_serves_yaml_then_picks_up_rows(
 async def test_failed_database_read_keeps_previous_rows_and_reports(
     nursery, tmp_path, yaml_dir, pg_conn, pg_migrated_dsn, fake_openai
 ) -> None:
-    pg_conn.execute("INSERT INTO ai_providers (name, type, base_url) VALUES ('kept', 'openai', %s)",
-                    (fake_openai.base_url,))
-    pg_conn.execute("INSERT INTO ai_provider_keys (provider_id, api_key) "
-                    "SELECT id, %s FROM ai_providers WHERE name = 'kept'", (KEY,))
+    pg_conn.execute(
+        "INSERT INTO ai_providers (name, type, base_url) VALUES ('kept', 'openai', %s)",
+        (fake_openai.base_url,),
+    )
+    pg_conn.execute(
+        "INSERT INTO ai_provider_keys (provider_id, api_key) "
+        "SELECT id, %s FROM ai_providers WHERE name = 'kept'",
+        (KEY,),
+    )
     bridge = await start_bridge(nursery, yaml_dir, database_url=pg_migrated_dsn)
     await wait_status(bridge, "kept", 200)
     pg_conn.execute("ALTER TABLE ai_bridge_clients RENAME TO ai_bridge_clients_away")
@@ -208,11 +282,22 @@ async def test_rows_that_cannot_build_answer_503_while_others_serve(
 ) -> None:
     config = tmp_path / "c"
     config.mkdir()
-    write_yaml(config, "b.yaml", "bridge: {auth: none, allow_byok: false, reload: {debounce: 20ms}}\n")
-    for name, url in (("good", fake_openai.base_url), ("badurl", "ftp://nowhere"), ("nokeys", fake_openai.base_url)):
-        pg_conn.execute("INSERT INTO ai_providers (name, type, base_url) VALUES (%s, 'openai', %s)", (name, url))
-    pg_conn.execute("INSERT INTO ai_provider_keys (provider_id, api_key) "
-                    "SELECT id, %s FROM ai_providers WHERE name in ('good', 'badurl')", (KEY,))
+    write_yaml(
+        config, "b.yaml", "bridge: {auth: none, allow_byok: false, reload: {debounce: 20ms}}\n"
+    )
+    for name, url in (
+        ("good", fake_openai.base_url),
+        ("badurl", "ftp://nowhere"),
+        ("nokeys", fake_openai.base_url),
+    ):
+        pg_conn.execute(
+            "INSERT INTO ai_providers (name, type, base_url) VALUES (%s, 'openai', %s)", (name, url)
+        )
+    pg_conn.execute(
+        "INSERT INTO ai_provider_keys (provider_id, api_key) "
+        "SELECT id, %s FROM ai_providers WHERE name in ('good', 'badurl')",
+        (KEY,),
+    )
     bridge = await start_bridge(nursery, config, database_url=pg_migrated_dsn)
     await wait_status(bridge, "good", 200)
     for name in ("badurl", "nokeys"):
@@ -224,16 +309,24 @@ async def test_rows_that_cannot_build_answer_503_while_others_serve(
     assert "allow_byok" in bridge.snapshot.providers["nokeys"].error
 
 
-async def test_revoked_client_is_refused(nursery, tmp_path, pg_conn, pg_migrated_dsn, fake_openai) -> None:
+async def test_revoked_client_is_refused(
+    nursery, tmp_path, pg_conn, pg_migrated_dsn, fake_openai
+) -> None:
     config = tmp_path / "c"
     config.mkdir()
-    write_yaml(config, "b.yaml", f"""
+    write_yaml(
+        config,
+        "b.yaml",
+        f"""
 bridge: {{auth: tokens, reload: {{debounce: 20ms}}}}
 providers: [{{name: openai, type: openai, base_url: '{fake_openai.base_url}', keys: [{{value: {KEY}}}]}}]
-""")
+""",
+    )
     token = "tb-database-client-token-0123456789abcdefghij"
-    pg_conn.execute("INSERT INTO ai_bridge_clients (id, token_sha256) VALUES ('bob', %s)",
-                    (hashlib.sha256(token.encode()).hexdigest(),))
+    pg_conn.execute(
+        "INSERT INTO ai_bridge_clients (id, token_sha256) VALUES ('bob', %s)",
+        (hashlib.sha256(token.encode()).hexdigest(),),
+    )
     bridge = await start_bridge(nursery, config, database_url=pg_migrated_dsn)
     headers = {"Authorization": f"Bearer {token}"}
     await wait_status(bridge, "openai", 200, headers)
@@ -246,8 +339,19 @@ async def test_two_bridges_converge_after_a_change(
 ) -> None:
     first = await start_bridge(nursery, yaml_dir, database_url=pg_migrated_dsn)
     second = await start_bridge(nursery, yaml_dir, database_url=pg_migrated_dsn)
-    assert await cli(pg_migrated_dsn, "providers", "create", "both", "--type", "openai",
-                     "--base-url", fake_openai.base_url) == 0
+    assert (
+        await cli(
+            pg_migrated_dsn,
+            "providers",
+            "create",
+            "both",
+            "--type",
+            "openai",
+            "--base-url",
+            fake_openai.base_url,
+        )
+        == 0
+    )
     await add_key(pg_migrated_dsn, "both", KEY, tmp_path)
     await wait_status(first, "both", 200)
     await wait_status(second, "both", 200)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import trio
@@ -20,7 +19,9 @@ KEY_A = "sk-key-file-value-aaaaaaaaaaaa"
 KEY_B = "sk-key-file-value-bbbbbbbbbbbb"
 
 
-def providers_yaml(base_url: str, key: str = "{value: sk-inline-key-000000000000}", extra: str = "") -> str:
+def providers_yaml(
+    base_url: str, key: str = "{value: sk-inline-key-000000000000}", extra: str = ""
+) -> str:
     return f"""
 bridge: {{auth: none, reload: {{debounce: 50ms}}}}
 providers:
@@ -43,7 +44,9 @@ async def chat(bridge, provider: str = "openai"):
         return await c.post(f"{bridge.url}/{provider}/v1/chat/completions", json=CHAT)
 
 
-async def test_yaml_edit_changes_what_new_requests_get(nursery, tmp_path, fake_openai, second_openai) -> None:
+async def test_yaml_edit_changes_what_new_requests_get(
+    nursery, tmp_path, fake_openai, second_openai
+) -> None:
     write_yaml(tmp_path, "p.yaml", providers_yaml(fake_openai.base_url))
     bridge = await start_bridge(nursery, tmp_path)
     assert (await chat(bridge)).status_code == 200
@@ -54,7 +57,9 @@ async def test_yaml_edit_changes_what_new_requests_get(nursery, tmp_path, fake_o
     assert len(fake_openai.requests) == 1 and len(second_openai.requests) == 1
 
 
-async def test_kubernetes_data_swap_is_picked_up(nursery, tmp_path, fake_openai, second_openai) -> None:
+async def test_kubernetes_data_swap_is_picked_up(
+    nursery, tmp_path, fake_openai, second_openai
+) -> None:
     def publish(version: str, base_url: str) -> None:
         target = tmp_path / f"..{version}"
         target.mkdir()
@@ -99,8 +104,9 @@ async def test_stream_begun_before_an_edit_finishes_on_the_old_snapshot(
     fake_openai.behave(Stream(chunks=6, pace=0.15))
     old_version = bridge.snapshot.version
     async with client() as c:
-        async with c.stream("POST", bridge.url + "/openai/v1/chat/completions",
-                            json={**CHAT, "stream": True}) as response:
+        async with c.stream(
+            "POST", bridge.url + "/openai/v1/chat/completions", json={**CHAT, "stream": True}
+        ) as response:
             chunks = response.aiter_raw()
             received = [await chunks.__anext__()]
             write_yaml(tmp_path, "p.yaml", providers_yaml(second_openai.base_url))
@@ -131,7 +137,9 @@ async def test_broken_edit_keeps_the_previous_snapshot_and_reports_the_error(
     assert [p["status"] for p in doc["providers"]] == ["ok"]
 
 
-async def test_missing_key_file_answers_503_while_others_serve(nursery, tmp_path, fake_openai) -> None:
+async def test_missing_key_file_answers_503_while_others_serve(
+    nursery, tmp_path, fake_openai
+) -> None:
     extra = f"""  - name: other
     type: openai
     base_url: {fake_openai.base_url}
@@ -149,7 +157,9 @@ async def test_missing_key_file_answers_503_while_others_serve(nursery, tmp_path
     assert other["status"] == "error" and "missing.key" in other["error"]
 
 
-async def test_admin_reload_with_nothing_changed_does_not_swap(nursery, tmp_path, fake_openai) -> None:
+async def test_admin_reload_with_nothing_changed_does_not_swap(
+    nursery, tmp_path, fake_openai
+) -> None:
     write_yaml(tmp_path, "p.yaml", providers_yaml(fake_openai.base_url))
     bridge = await start_bridge(nursery, tmp_path)
     version = bridge.snapshot.version
@@ -226,7 +236,9 @@ async def test_admin_token_guards_the_admin_endpoints(nursery, tmp_path, fake_op
         wrong = await c.get(bridge.admin + "/-/snapshot", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401
         assert (await c.post(bridge.admin + "/-/reload")).status_code == 401
-        ok = await c.get(bridge.admin + "/-/snapshot",
-                         headers={"Authorization": "Bearer admin-secret-token-123456"})
+        ok = await c.get(
+            bridge.admin + "/-/snapshot",
+            headers={"Authorization": "Bearer admin-secret-token-123456"},
+        )
         assert ok.status_code == 200 and ok.json()["version"] == bridge.snapshot.version
         assert (await c.get(bridge.admin + "/metrics")).status_code == 200

@@ -22,8 +22,14 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
         print(f"error: {exc}", file=sys.stderr)
         return 1
     inputs = merge(None, contents, (SourceStatus("files", None, None),))
-    snapshot, _ = build_snapshot(inputs, version=1, secrets_dir=secrets_dir, environ=os.environ,
-                                 resilience=Resilience(), upstreams=UpstreamClients())
+    snapshot, _ = build_snapshot(
+        inputs,
+        version=1,
+        secrets_dir=secrets_dir,
+        environ=os.environ,
+        resilience=Resilience(),
+        upstreams=UpstreamClients(),
+    )
     providers = sorted(snapshot.providers.values(), key=lambda p: p.name)
     failed = [p for p in providers if p.status == "error"]
     if as_json:
@@ -32,17 +38,25 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
             "auth": snapshot.bridge.auth,
             "clients": len(snapshot.clients),
             "providers": [
-                {"name": p.name, "type": p.type, "source": p.source, "status": p.status,
-                 "error": p.error, "keys": len(p.pool.keys) if p.pool else 0,
-                 "key_sources": list(p.key_sources),
-                 "key_hints": [k.hint for k in p.pool.keys] if p.pool else []}
+                {
+                    "name": p.name,
+                    "type": p.type,
+                    "source": p.source,
+                    "status": p.status,
+                    "error": p.error,
+                    "keys": len(p.pool.keys) if p.pool else 0,
+                    "key_sources": list(p.key_sources),
+                    "key_hints": [k.hint for k in p.pool.keys] if p.pool else [],
+                }
                 for p in providers
             ],
         }
         print(json.dumps(doc, indent=2))
     else:
-        print(f"config dir {config_dir}: {len(providers)} providers, {len(snapshot.clients)} "
-              f"clients, auth {snapshot.bridge.auth}")
+        print(
+            f"config dir {config_dir}: {len(providers)} providers, {len(snapshot.clients)} "
+            f"clients, auth {snapshot.bridge.auth}"
+        )
         for p in providers:
             keys = f"{len(p.pool.keys)} keys" if p.pool else "no keys"
             line = f"  {p.name:<24} {p.type or '-':<10} {p.status:<9} {keys:<8} {p.source}"

@@ -30,15 +30,21 @@ def _duration(text: str) -> float:
 
 def add_database_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="Postgres URL (env TRIO_BRIDGE_DATABASE_URL)")
-    parser.add_argument("--database-url-file",
-                        help="file holding the Postgres URL (env TRIO_BRIDGE_DATABASE_URL_FILE)")
+    parser.add_argument(
+        "--database-url-file",
+        help="file holding the Postgres URL (env TRIO_BRIDGE_DATABASE_URL_FILE)",
+    )
 
 
 def database_url(args: argparse.Namespace) -> str | None:
     """The URL from --database-url, else --database-url-file, else their variables; None
     when none is given (the database is optional for ``serve``)."""
-    if not (args.database_url or args.database_url_file or env("database_url")
-            or env("database_url_file")):
+    if not (
+        args.database_url
+        or args.database_url_file
+        or env("database_url")
+        or env("database_url_file")
+    ):
         return None
     from .store.cli import CliError
     from .store.cli import database_url as resolve
@@ -62,15 +68,26 @@ def add_serve_options(parser: argparse.ArgumentParser, *, listen: str, admin: st
     parser.add_argument("--admin-listen", default=env("admin_listen", admin))
     parser.add_argument("--admin-token", default=env("admin_token"))
     parser.add_argument("--log-format", choices=["text", "json"], default=env("log_format", "text"))
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                        default=env("log_level", "info"))
-    parser.add_argument("--drain-delay", type=_duration, default=_duration(env("drain_delay", "5s")))
-    parser.add_argument("--shutdown-grace", type=_duration,
-                        default=_duration(env("shutdown_grace", "30s")))
-    parser.add_argument("--allow-open-listen", action="store_true",
-                        default=env_flag("allow_open_listen"))
-    parser.add_argument("--force-polling", action="store_true", default=env_flag("force_polling"),
-                        help="poll the config dir (for mounts without inotify)")
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=env("log_level", "info"),
+    )
+    parser.add_argument(
+        "--drain-delay", type=_duration, default=_duration(env("drain_delay", "5s"))
+    )
+    parser.add_argument(
+        "--shutdown-grace", type=_duration, default=_duration(env("shutdown_grace", "30s"))
+    )
+    parser.add_argument(
+        "--allow-open-listen", action="store_true", default=env_flag("allow_open_listen")
+    )
+    parser.add_argument(
+        "--force-polling",
+        action="store_true",
+        default=env_flag("force_polling"),
+        help="poll the config dir (for mounts without inotify)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fake-anthropic-port", type=int, default=18082)
     demo.set_defaults(func=_demo)
 
-    check = commands.add_parser("check-config", help="validate the config dir and show the snapshot")
+    check = commands.add_parser(
+        "check-config", help="validate the config dir and show the snapshot"
+    )
     add_config_options(check)
     check.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     check.set_defaults(func=_check_config)

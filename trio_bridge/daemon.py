@@ -68,17 +68,25 @@ class Daemon:
 
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
-        self.files = FileSource(options.config_dir, options.secrets_dir,
-                                force_polling=options.force_polling,
-                                allow_auth_none=options.allow_open_listen or is_loopback(options.listen))
+        self.files = FileSource(
+            options.config_dir,
+            options.secrets_dir,
+            force_polling=options.force_polling,
+            allow_auth_none=options.allow_open_listen or is_loopback(options.listen),
+        )
         self.database = None
         if options.database_url:
             from .sources.postgres import PostgresSource
 
             self.database = PostgresSource(options.database_url)
         self.upstreams = UpstreamClients()
-        self.reloader = Reloader(self.files, self.database, self.upstreams,
-                                 secrets_dir=options.secrets_dir, environ=options.environ)
+        self.reloader = Reloader(
+            self.files,
+            self.database,
+            self.upstreams,
+            secrets_dir=options.secrets_dir,
+            environ=options.environ,
+        )
         self.state: BridgeState | None = None
         self._reload_send, self._reload_receive = trio.open_memory_channel[ReloadRequest](256)
         self._shutdown = trio.Event()
@@ -90,7 +98,9 @@ class Daemon:
         except trio.WouldBlock:
             pass  # a reload is already queued; it will re-read everything it needs
 
-    async def run(self, *, task_status: trio.TaskStatus[Addresses] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Addresses] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         try:
             snapshot = await self.reloader.initial()
         except SourceError as exc:
@@ -115,12 +125,18 @@ class Daemon:
             admin_app = AdminApp(state, self.request_reload, opts.admin_token)
             async with trio.open_nursery() as servers:
                 listen = await servers.start(
-                    serve_app, bridge_app, opts.listen, self._shutdown, opts.shutdown_grace)
+                    serve_app, bridge_app, opts.listen, self._shutdown, opts.shutdown_grace
+                )
                 admin = await servers.start(
-                    serve_app, admin_app, opts.admin_listen, self._shutdown, opts.shutdown_grace)
+                    serve_app, admin_app, opts.admin_listen, self._shutdown, opts.shutdown_grace
+                )
                 addresses = Addresses(_http(listen), _http(admin))
-                log.info("listening on %s (admin %s), snapshot v%d", addresses.listen,
-                         addresses.admin, snapshot.version)
+                log.info(
+                    "listening on %s (admin %s), snapshot v%d",
+                    addresses.listen,
+                    addresses.admin,
+                    snapshot.version,
+                )
                 task_status.started(addresses)
             log.info("listeners closed; exiting")
             root.cancel_scope.cancel()
@@ -141,8 +157,9 @@ class Daemon:
         def resync_every() -> float:
             return float(current.current.bridge.reload.resync_every) if current.current else 300.0
 
-        await self.database.listen(self._reload_send.clone(), resync_every=resync_every,
-                                   task_status=task_status)
+        await self.database.listen(
+            self._reload_send.clone(), resync_every=resync_every, task_status=task_status
+        )
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

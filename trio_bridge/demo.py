@@ -69,13 +69,18 @@ def run_demo(args: argparse.Namespace, make_options: Callable) -> int:
     with tempfile.TemporaryDirectory(prefix="trio-bridge-demo-") as tmp:
         if args.config_dir is None:
             args.config_dir = Path(tmp)
-            (Path(tmp) / "bridge.yaml").write_text(DEMO_CONFIG.format(
-                openai_port=args.fake_openai_port, anthropic_port=args.fake_anthropic_port))
+            (Path(tmp) / "bridge.yaml").write_text(
+                DEMO_CONFIG.format(
+                    openai_port=args.fake_openai_port, anthropic_port=args.fake_anthropic_port
+                )
+            )
 
         async def main() -> None:
             async with trio.open_nursery() as nursery:
                 openai = FakeUpstream(dialect="openai", port=args.fake_openai_port, record=False)
-                anthropic = FakeUpstream(dialect="anthropic", port=args.fake_anthropic_port, record=False)
+                anthropic = FakeUpstream(
+                    dialect="anthropic", port=args.fake_anthropic_port, record=False
+                )
                 openai.default_pace = anthropic.default_pace = 0.05  # visible streaming
                 await nursery.start(openai.serve)
                 await nursery.start(anthropic.serve)
@@ -86,8 +91,13 @@ def run_demo(args: argparse.Namespace, make_options: Callable) -> int:
                     nursery.cancel_scope.cancel()  # the fakes go when the bridge has drained
 
                 addresses = await nursery.start(run_daemon)
-                print(examples(addresses.listen.removeprefix("http://"),
-                               addresses.admin.removeprefix("http://")), flush=True)
+                print(
+                    examples(
+                        addresses.listen.removeprefix("http://"),
+                        addresses.admin.removeprefix("http://"),
+                    ),
+                    flush=True,
+                )
 
         from .cli import run_until_stopped
 

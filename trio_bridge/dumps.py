@@ -21,8 +21,14 @@ from .masking import mask_secret
 log = logging.getLogger("trio_bridge.dumps")
 
 BODY_LIMIT = 1024 * 1024
-_SECRET_HEADERS = {b"authorization", b"x-api-key", b"x-trio-bridge-token", b"cookie",
-                   b"set-cookie", b"proxy-authorization"}
+_SECRET_HEADERS = {
+    b"authorization",
+    b"x-api-key",
+    b"x-trio-bridge-token",
+    b"cookie",
+    b"set-cookie",
+    b"proxy-authorization",
+}
 
 
 def masked_headers(headers: list[tuple[bytes, bytes]]) -> list[list[str]]:
@@ -67,13 +73,18 @@ class DumpCapture:
             "request_id": self.request_id,
             "provider": self.provider,
             "started_at": self.started_at,
-            "request": {"method": self.method, "path": self.path,
-                        "headers": masked_headers(self.request_headers),
-                        "body": _text(self.request_body[:BODY_LIMIT])},
-            "response": {"status": self.status,
-                         "headers": masked_headers(self.response_headers),
-                         "body": _text(bytes(self.response_body)),
-                         "truncated": self.truncated},
+            "request": {
+                "method": self.method,
+                "path": self.path,
+                "headers": masked_headers(self.request_headers),
+                "body": _text(self.request_body[:BODY_LIMIT]),
+            },
+            "response": {
+                "status": self.status,
+                "headers": masked_headers(self.response_headers),
+                "body": _text(bytes(self.response_body)),
+                "truncated": self.truncated,
+            },
             "error": self.error,
         }
 

@@ -29,8 +29,10 @@ class TextFormatter(logging.Formatter):
     converter = time.gmtime
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
-                         datefmt="%Y-%m-%dT%H:%M:%S")
+        super().__init__(
+            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
+        )
 
 
 def configure_logging(fmt: str = "text", level: str = "info") -> None:

@@ -30,11 +30,13 @@ def merge(
             origin = f"yaml:{files.origins.get(spec.name, '?')}"
             below = providers.get(spec.name)
             if spec.is_switch_off and below is not None and below.spec is not None:
-                providers[spec.name] = ProviderInput(below.spec, f"{below.source}+{origin}",
-                                                     switched_off=True)
+                providers[spec.name] = ProviderInput(
+                    below.spec, f"{below.source}+{origin}", switched_off=True
+                )
             else:
                 providers[spec.name] = ProviderInput(spec, origin)
         for client in files.clients:
             clients[client.id] = client
-    return BuildInputs(bridge=bridge, providers=providers, clients=tuple(clients.values()),
-                       sources=sources)
+    return BuildInputs(
+        bridge=bridge, providers=providers, clients=tuple(clients.values()), sources=sources
+    )

@@ -29,46 +29,121 @@ disable_created_metrics()
 P = "trio_bridge_"
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-            60, 120, 300, 600)
+_LATENCY = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
 _OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
-requests_total = Counter(P + "requests_total", "Bridged requests by outcome",
-                         ["provider", "route", "model", "status"], registry=REGISTRY)
-requests_inflight = Gauge(P + "requests_inflight", "Requests in flight",
-                          ["provider", "route"], registry=REGISTRY)
-request_duration = Histogram(P + "request_duration_seconds", "Whole request duration",
-                             ["provider", "route"], buckets=_LATENCY, registry=REGISTRY)
-time_to_first_byte = Histogram(P + "time_to_first_byte_seconds", "Time to the first response byte",
-                               ["provider", "route"], buckets=_LATENCY, registry=REGISTRY)
-overhead = Histogram(P + "overhead_seconds", "Time spent in the bridge, upstream excluded",
-                     ["provider", "route"], buckets=_OVERHEAD, registry=REGISTRY)
-passthrough_total = Counter(P + "passthrough_total", "Passthrough requests",
-                            ["provider", "route", "method", "status"], registry=REGISTRY)
-tokens_total = Counter(P + "tokens_total", "Tokens reported by upstreams",
-                       ["provider", "model", "type"], registry=REGISTRY)
-key_pool_transitions = Counter(P + "key_pool_transitions_total", "Keys entering a cooldown",
-                               ["provider", "reason"], registry=REGISTRY)
-key_pool_exhaustions = Counter(P + "key_pool_exhaustions_total", "Requests finding no usable key",
-                               ["provider", "outcome"], registry=REGISTRY)
-key_pool_failover = Counter(P + "key_pool_failover_attempts", "Requests re-sent with the next key",
-                            ["provider"], registry=REGISTRY)
-breaker_trips = Counter(P + "circuit_breaker_trips_total", "Breakers tripping open",
-                        ["provider", "endpoint", "model"], registry=REGISTRY)
-breaker_rejects = Counter(P + "circuit_breaker_rejects_total", "Requests refused by a breaker",
-                          ["provider", "endpoint", "model"], registry=REGISTRY)
-snapshot_version = Gauge(P + "snapshot_version", "Version of the snapshot in service",
-                         registry=REGISTRY)
-reloads_total = Counter(P + "reloads_total", "Reloads by trigger and outcome",
-                        ["source", "outcome"], registry=REGISTRY)
-last_reload = Gauge(P + "last_reload_timestamp_seconds", "Wall time of the last reload",
-                    registry=REGISTRY)
-last_reload_success = Gauge(P + "last_reload_success_timestamp_seconds",
-                            "Wall time of the last successful reload", registry=REGISTRY)
-recorder_queue_depth = Gauge(P + "recorder_queue_depth", "Usage records waiting to be written",
-                             registry=REGISTRY)
-recorder_dropped = Counter(P + "recorder_dropped_total", "Usage records dropped (queue full)",
-                           registry=REGISTRY)
+requests_total = Counter(
+    P + "requests_total",
+    "Bridged requests by outcome",
+    ["provider", "route", "model", "status"],
+    registry=REGISTRY,
+)
+requests_inflight = Gauge(
+    P + "requests_inflight", "Requests in flight", ["provider", "route"], registry=REGISTRY
+)
+request_duration = Histogram(
+    P + "request_duration_seconds",
+    "Whole request duration",
+    ["provider", "route"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)
+time_to_first_byte = Histogram(
+    P + "time_to_first_byte_seconds",
+    "Time to the first response byte",
+    ["provider", "route"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)
+overhead = Histogram(
+    P + "overhead_seconds",
+    "Time spent in the bridge, upstream excluded",
+    ["provider", "route"],
+    buckets=_OVERHEAD,
+    registry=REGISTRY,
+)
+passthrough_total = Counter(
+    P + "passthrough_total",
+    "Passthrough requests",
+    ["provider", "route", "method", "status"],
+    registry=REGISTRY,
+)
+tokens_total = Counter(
+    P + "tokens_total",
+    "Tokens reported by upstreams",
+    ["provider", "model", "type"],
+    registry=REGISTRY,
+)
+key_pool_transitions = Counter(
+    P + "key_pool_transitions_total",
+    "Keys entering a cooldown",
+    ["provider", "reason"],
+    registry=REGISTRY,
+)
+key_pool_exhaustions = Counter(
+    P + "key_pool_exhaustions_total",
+    "Requests finding no usable key",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)
+key_pool_failover = Counter(
+    P + "key_pool_failover_attempts",
+    "Requests re-sent with the next key",
+    ["provider"],
+    registry=REGISTRY,
+)
+breaker_trips = Counter(
+    P + "circuit_breaker_trips_total",
+    "Breakers tripping open",
+    ["provider", "endpoint", "model"],
+    registry=REGISTRY,
+)
+breaker_rejects = Counter(
+    P + "circuit_breaker_rejects_total",
+    "Requests refused by a breaker",
+    ["provider", "endpoint", "model"],
+    registry=REGISTRY,
+)
+snapshot_version = Gauge(
+    P + "snapshot_version", "Version of the snapshot in service", registry=REGISTRY
+)
+reloads_total = Counter(
+    P + "reloads_total", "Reloads by trigger and outcome", ["source", "outcome"], registry=REGISTRY
+)
+last_reload = Gauge(
+    P + "last_reload_timestamp_seconds", "Wall time of the last reload", registry=REGISTRY
+)
+last_reload_success = Gauge(
+    P + "last_reload_success_timestamp_seconds",
+    "Wall time of the last successful reload",
+    registry=REGISTRY,
+)
+recorder_queue_depth = Gauge(
+    P + "recorder_queue_depth", "Usage records waiting to be written", registry=REGISTRY
+)
+recorder_dropped = Counter(
+    P + "recorder_dropped_total", "Usage records dropped (queue full)", registry=REGISTRY
+)
 
 
 def cached(factory: Callable[..., object]) -> Callable[..., object]:
@@ -120,13 +195,19 @@ class SnapshotCollector(Collector):
 
     def refresh(self) -> None:
         snapshot = self.current()
-        info = GaugeMetricFamily(P + "provider_info", "Providers in the current snapshot",
-                                 labels=["provider", "type", "status", "source"])
-        pool = GaugeMetricFamily(P + "key_pool_state", "Keys per state",
-                                 labels=["provider", "state"])
+        info = GaugeMetricFamily(
+            P + "provider_info",
+            "Providers in the current snapshot",
+            labels=["provider", "type", "status", "source"],
+        )
+        pool = GaugeMetricFamily(
+            P + "key_pool_state", "Keys per state", labels=["provider", "state"]
+        )
         breaker = GaugeMetricFamily(
-            P + "circuit_breaker_state", "0 closed, 0.5 half-open, 1 open",
-            labels=["provider", "endpoint", "model"])
+            P + "circuit_breaker_state",
+            "0 closed, 0.5 half-open, 1 open",
+            labels=["provider", "endpoint", "model"],
+        )
         if snapshot is not None:
             now = trio.current_time()
             for p in snapshot.providers.values():

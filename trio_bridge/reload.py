@@ -99,7 +99,9 @@ class Reloader:
 
     def rebuild(self, *, reason: str, force: bool = False) -> Snapshot | None:
         """Merge the sources' last good contents and swap if anything changed."""
-        sources = tuple(SourceStatus(name, s.loaded_at, s.error) for name, s in self._loaded.items())
+        sources = tuple(
+            SourceStatus(name, s.loaded_at, s.error) for name, s in self._loaded.items()
+        )
         db = self._loaded.get(self.database.name).contents if self.database else None
         inputs = merge(db, self._loaded[self.files.name].contents, sources)
         snapshot, clients = build_snapshot(
@@ -110,7 +112,11 @@ class Reloader:
             resilience=self.resilience,
             upstreams=self.upstreams,
         )
-        if not force and self.current is not None and snapshot.fingerprint == self.current.fingerprint:
+        if (
+            not force
+            and self.current is not None
+            and snapshot.fingerprint == self.current.fingerprint
+        ):
             self.upstreams.discard(clients)
             return None
         self._version += 1
@@ -122,7 +128,10 @@ class Reloader:
         errors = [p.name for p in snapshot.providers.values() if p.status == "error"]
         log.info(
             "snapshot v%d swapped in (%s): %d providers, %d with errors%s",
-            snapshot.version, reason, len(snapshot.providers), len(errors),
+            snapshot.version,
+            reason,
+            len(snapshot.providers),
+            len(errors),
             f" ({', '.join(errors)})" if errors else "",
         )
         return snapshot

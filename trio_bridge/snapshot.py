@@ -91,7 +91,9 @@ class Resilience:
         self.keys = KeyStateRegistry()
         self._breakers: dict[str, tuple[tuple[str, str], BreakerSet]] = {}
 
-    def breakers_for(self, name: str, identity: tuple[str, str], settings: BreakerSettings) -> BreakerSet:
+    def breakers_for(
+        self, name: str, identity: tuple[str, str], settings: BreakerSettings
+    ) -> BreakerSet:
         known = self._breakers.get(name)
         if known is not None and known[0] == identity:
             known[1].update_settings(settings)
@@ -148,11 +150,15 @@ def build_snapshot(
     digest.update(msgspec.json.encode(inputs.bridge, enc_hook=_enc))
     for name in sorted(inputs.providers):
         item = inputs.providers[name]
-        provider = _build_provider(name, item, inputs.bridge, secrets_dir, environ,
-                                   resilience, upstreams, build)
+        provider = _build_provider(
+            name, item, inputs.bridge, secrets_dir, environ, resilience, upstreams, build
+        )
         build.providers[name] = provider
-        digest.update(msgspec.json.encode([name, item.source, item.invalid, item.switched_off,
-                                           item.spec], enc_hook=_enc))
+        digest.update(
+            msgspec.json.encode(
+                [name, item.source, item.invalid, item.switched_off, item.spec], enc_hook=_enc
+            )
+        )
     for provider_name, secret in build.secrets:
         digest.update(hashlib.sha256(f"{provider_name}\0{secret}".encode()).digest())
     for client in inputs.clients:
@@ -193,20 +199,38 @@ def _build_provider(
     if spec is None or spec.is_switch_off:
         # A validation failure (no usable spec) or a switch-off with nothing to switch off.
         status = "error" if item.invalid else "disabled"
-        return Provider(name=name, type=None, base_url=None, source=item.source,
-                        enabled=False if item.invalid is None else True, status=status,
-                        error=item.invalid)
+        return Provider(
+            name=name,
+            type=None,
+            base_url=None,
+            source=item.source,
+            enabled=False if item.invalid is None else True,
+            status=status,
+            error=item.invalid,
+        )
     assert isinstance(spec.type, str) and isinstance(spec.base_url, str)
-    common = dict(name=name, type=spec.type, base_url=spec.base_url,
-                  source=item.source, key_sources=tuple(k.describe() for k in spec.keys))
+    common = dict(
+        name=name,
+        type=spec.type,
+        base_url=spec.base_url,
+        source=item.source,
+        key_sources=tuple(k.describe() for k in spec.keys),
+    )
     dialect = dialect_for(spec.type)
     if item.switched_off or not spec.enabled:
         return Provider(**common, enabled=False, status="disabled", dialect=dialect)
     if dialect is None:
-        return Provider(**common, enabled=True, status="error", error=f"type {spec.type}: {NOT_SUPPORTED}")
+        return Provider(
+            **common, enabled=True, status="error", error=f"type {spec.type}: {NOT_SUPPORTED}"
+        )
     if spec.bedrock is not None:
-        return Provider(**common, enabled=True, status="error", dialect=dialect,
-                        error=f"bedrock: {NOT_SUPPORTED}")
+        return Provider(
+            **common,
+            enabled=True,
+            status="error",
+            dialect=dialect,
+            error=f"bedrock: {NOT_SUPPORTED}",
+        )
     secrets: list[str] = []
     try:
         for ref in spec.keys:
@@ -214,16 +238,34 @@ def _build_provider(
     except KeyResolutionError as exc:
         return Provider(**common, enabled=True, status="error", dialect=dialect, error=str(exc))
     if not secrets and not bridge.allow_byok:
-        return Provider(**common, enabled=True, status="error", dialect=dialect,
-                        error="no keys configured and allow_byok is false")
+        return Provider(
+            **common,
+            enabled=True,
+            status="error",
+            dialect=dialect,
+            error="no keys configured and allow_byok is false",
+        )
     build.secrets.extend((name, s) for s in secrets)
-    pool = KeyPool(name, [
-        PoolKey(index=i, secret=s, hint=mask_secret(s), state=resilience.keys.state_for(name, s))
-        for i, s in enumerate(secrets)
-    ])
+    pool = KeyPool(
+        name,
+        [
+            PoolKey(
+                index=i, secret=s, hint=mask_secret(s), state=resilience.keys.state_for(name, s)
+            )
+            for i, s in enumerate(secrets)
+        ],
+    )
     upstream = upstreams.client_for(name, upstream_limits(bridge))
     build.clients[name] = upstream
     breakers = resilience.breakers_for(name, (spec.type, spec.base_url), breaker_settings(bridge))
     headers = tuple((k.lower().encode(), v.encode()) for k, v in spec.headers.items())
-    return Provider(**common, enabled=True, status="ok", dialect=dialect, pool=pool,
-                    upstream=upstream, breakers=breakers, headers=headers)
+    return Provider(
+        **common,
+        enabled=True,
+        status="ok",
+        dialect=dialect,
+        pool=pool,
+        upstream=upstream,
+        breakers=breakers,
+        headers=headers,
+    )

@@ -1,4 +1,7 @@
-"""Configuration: the schema, the YAML loader and key resolution. Imports nothing else of the package."""
+"""Configuration: the schema, the YAML loader and key resolution.
+
+Imports nothing else of the package.
+"""
 
 from .errors import ConfigError
 from .loader import LoadedConfig, load_config_dir

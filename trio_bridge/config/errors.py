@@ -45,8 +45,14 @@ def describe_validation_error(error: msgspec.ValidationError) -> str:
 
 
 def _plain_types(text: str) -> str:
-    names = {"`str`": "a string", "`int`": "an integer", "`bool`": "true or false",
-             "`object`": "a mapping", "`array`": "a list", "`float`": "a number"}
+    names = {
+        "`str`": "a string",
+        "`int`": "an integer",
+        "`bool`": "true or false",
+        "`object`": "a mapping",
+        "`array`": "a list",
+        "`float`": "a number",
+    }
     for raw, plain in names.items():
         text = text.replace(raw, plain)
     return re.sub(r", got .*$", "", text)

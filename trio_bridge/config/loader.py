@@ -48,7 +48,9 @@ def parse_file(name: str, text: str) -> ConfigFile:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}:{mark.column + 1}" if mark else "?"
-        raise ConfigError(f"{name}: {where}: invalid YAML ({exc.problem or 'syntax error'})") from None
+        raise ConfigError(
+            f"{name}: {where}: invalid YAML ({exc.problem or 'syntax error'})"
+        ) from None
     except yaml.YAMLError:
         raise ConfigError(f"{name}: invalid YAML") from None
     if data is None:

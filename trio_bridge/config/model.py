@@ -41,7 +41,11 @@ class KeyRef(_Strict):
             raise ValueError("expected exactly one of env, file, value")
         if self.file is not None:
             parts = self.file.replace("\\", "/").split("/")
-            if self.file.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", self.file):
+            if (
+                self.file.startswith(("/", "\\"))
+                or ".." in parts
+                or re.match(r"^[A-Za-z]:", self.file)
+            ):
                 raise ValueError("expected a relative path under the secrets dir, without '..'")
 
     def describe(self) -> str:

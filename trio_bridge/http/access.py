@@ -44,9 +44,14 @@ class RequestLog:
             self.first_byte_at = trio.current_time()
 
     def emit(self) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         now = trio.current_time()
-        duration = now - self.started
-        ttfb = (self.first_byte_at - self.started) if self.first_byte_at is not None else None
+        ttfb = (
+            None
+            if self.first_byte_at is None
+            else round((self.first_byte_at - self.started) * 1000, 2)
+        )
         fields = {
             "request_id": self.request_id,
             "method": self.method,
@@ -59,15 +64,14 @@ class RequestLog:
             "credential": self.credential,
             "key": self.key_hint,
             "attempts": self.attempts,
-            "ttfb_ms": None if ttfb is None else round(ttfb * 1000, 2),
-            "duration_ms": round(duration * 1000, 2),
+            "ttfb_ms": ttfb,
+            "duration_ms": round((now - self.started) * 1000, 2),
         }
         if self.error:
             fields["error"] = self.error
+        text = " ".join(
+            f"{k}={v}" for k, v in fields.items() if k not in ("request_id", "method", "path")
+        )
         log.info(
-            "%s %s %s provider=%s route=%s model=%s status=%d key=%s ttfb_ms=%s duration_ms=%s actor=%s%s",
-            self.request_id, self.method, self.path, self.provider, self.route, self.model,
-            self.status, self.key_hint, fields["ttfb_ms"], fields["duration_ms"], self.actor,
-            f" error={self.error!r}" if self.error else "",
-            extra={"fields": fields},
+            "%s %s %s %s", self.request_id, self.method, self.path, text, extra={"fields": fields}
         )

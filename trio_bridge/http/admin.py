@@ -29,29 +29,35 @@ def snapshot_document(snapshot: Snapshot, now: float) -> dict:
         keys = []
         if p.pool is not None:
             for view in p.pool.states(now):
-                keys.append({
-                    "index": view.index,
-                    "hint": view.hint,
-                    "state": view.state,
-                    "cooling_until": None if view.cooling_until is None
-                    else round(view.cooling_until + wall_offset, 3),
-                    "reason": view.reason,
-                })
-        providers.append({
-            "name": p.name,
-            "type": p.type,
-            "source": p.source,
-            "enabled": p.enabled,
-            "status": p.status,
-            "error": p.error,
-            "base_url": strip_userinfo(p.base_url) if p.base_url else None,
-            "keys": keys,
-        })
+                keys.append(
+                    {
+                        "index": view.index,
+                        "hint": view.hint,
+                        "state": view.state,
+                        "cooling_until": None
+                        if view.cooling_until is None
+                        else round(view.cooling_until + wall_offset, 3),
+                        "reason": view.reason,
+                    }
+                )
+        providers.append(
+            {
+                "name": p.name,
+                "type": p.type,
+                "source": p.source,
+                "enabled": p.enabled,
+                "status": p.status,
+                "error": p.error,
+                "base_url": strip_userinfo(p.base_url) if p.base_url else None,
+                "keys": keys,
+            }
+        )
     return {
         "version": snapshot.version,
         "built_at": snapshot.built_at,
-        "sources": [{"name": s.name, "loaded_at": s.loaded_at, "error": s.error}
-                    for s in snapshot.sources],
+        "sources": [
+            {"name": s.name, "loaded_at": s.loaded_at, "error": s.error} for s in snapshot.sources
+        ],
         "providers": providers,
     }
 
@@ -59,8 +65,12 @@ def snapshot_document(snapshot: Snapshot, now: float) -> dict:
 class AdminApp:
     """ASGI app for ``--admin-listen``."""
 
-    def __init__(self, state: BridgeState, request_reload: Callable[[ReloadRequest], None],
-                 admin_token: str | None = None) -> None:
+    def __init__(
+        self,
+        state: BridgeState,
+        request_reload: Callable[[ReloadRequest], None],
+        admin_token: str | None = None,
+    ) -> None:
         self.state = state
         self.request_reload = request_reload
         self._token = admin_token.encode() if admin_token else None
@@ -74,23 +84,35 @@ class AdminApp:
         method = scope["method"]
         if path == "/metrics" and method == "GET":
             body = await metrics.render()
-            return await send_response(send, 200, body,
-                                       content_type=b"text/plain; version=0.0.4; charset=utf-8")
+            return await send_response(
+                send, 200, body, content_type=b"text/plain; version=0.0.4; charset=utf-8"
+            )
         if path in ("/healthz", "/readyz"):
             ready = path == "/healthz" or not self.state.draining
-            return await send_response(send, 200 if ready else 503,
-                                       b'{"status":"ok"}' if ready else b'{"status":"draining"}')
+            return await send_response(
+                send,
+                200 if ready else 503,
+                b'{"status":"ok"}' if ready else b'{"status":"draining"}',
+            )
         if not path.startswith("/-/"):
-            return await send_response(send, 404, b'{"error":{"message":"not found","type":"not_found_error"}}')
+            return await send_response(
+                send, 404, b'{"error":{"message":"not found","type":"not_found_error"}}'
+            )
         if self._token is not None and not self._authorized(scope["headers"]):
-            return await send_response(send, 401, b'{"error":{"message":"admin token required","type":"authentication_error"}}')
+            return await send_response(
+                send,
+                401,
+                b'{"error":{"message":"admin token required","type":"authentication_error"}}',
+            )
         if path == "/-/snapshot" and method == "GET":
             doc = snapshot_document(self.state.current, trio.current_time())
             return await send_response(send, 200, msgspec.json.encode(doc))
         if path == "/-/reload" and method == "POST":
             self.request_reload(ReloadRequest("admin", full=True))
             return await send_response(send, 202, b'{"status":"reload queued"}')
-        await send_response(send, 404, b'{"error":{"message":"not found","type":"not_found_error"}}')
+        await send_response(
+            send, 404, b'{"error":{"message":"not found","type":"not_found_error"}}'
+        )
 
     def _authorized(self, headers) -> bool:
         value = first(headers, b"authorization") or b""

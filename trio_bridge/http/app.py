@@ -45,8 +45,12 @@ class BridgeApp:
             return await self._readyz(send)
         snapshot = self.state.current
         headers = scope["headers"]
-        log_entry = RequestLog(request_id_from(first(headers, b"x-request-id")), scope["method"],
-                               path, trio.current_time())
+        log_entry = RequestLog(
+            request_id_from(first(headers, b"x-request-id")),
+            scope["method"],
+            path,
+            trio.current_time(),
+        )
         self.state.inflight += 1
         try:
             await self._bridge(scope, receive, send, snapshot, headers, path, log_entry)
@@ -62,15 +66,20 @@ class BridgeApp:
             return await send_response(send, 503, b'{"status":"starting"}')
         await send_response(send, 200, b'{"status":"ready"}')
 
-    async def _bridge(self, scope, receive, send, snapshot, headers, path, entry: RequestLog) -> None:
+    async def _bridge(
+        self, scope, receive, send, snapshot, headers, path, entry: RequestLog
+    ) -> None:
         bridge = snapshot.bridge
         rid = entry.request_id
 
-        async def fail(status: int, message: str, dialect=None, retry_after: int | None = None) -> None:
+        async def fail(
+            status: int, message: str, dialect=None, retry_after: int | None = None
+        ) -> None:
             entry.status = status
             entry.error = message
-            await send_error(send, status, message, dialect=dialect, request_id=rid,
-                             retry_after=retry_after)
+            await send_error(
+                send, status, message, dialect=dialect, request_id=rid, retry_after=retry_after
+            )
 
         length = first(headers, b"content-length")
         if length is not None and length.isdigit() and int(length) > bridge.max_body_bytes:
@@ -86,7 +95,11 @@ class BridgeApp:
 
         name, rest = split_provider(path)
         provider = snapshot.providers.get(name) if is_safe_path(path) else None
-        if caller.byok and not bridge.allow_byok and (provider is None or provider.type != "copilot"):
+        if (
+            caller.byok
+            and not bridge.allow_byok
+            and (provider is None or provider.type != "copilot")
+        ):
             return await fail(403, "this bridge does not accept client-supplied upstream keys")
         dialect = provider.dialect if provider is not None else None
         route = dialect.match(scope["method"], rest) if dialect is not None else None
@@ -127,17 +140,29 @@ class BridgeApp:
             upstream_path += b"?" + query
         client = scope.get("client")
         exchange = Exchange(
-            snapshot=snapshot, provider=provider, route=route, method=scope["method"],
-            upstream_raw_path=upstream_path, body=body, peek=peek, wants_usage=wants_usage,
-            caller=caller, client_headers=headers,
+            snapshot=snapshot,
+            provider=provider,
+            route=route,
+            method=scope["method"],
+            upstream_raw_path=upstream_path,
+            body=body,
+            peek=peek,
+            wants_usage=wants_usage,
+            caller=caller,
+            client_headers=headers,
             client_ip=client[0].encode() if client else None,
-            model_label=model_label, log=entry,
+            model_label=model_label,
+            log=entry,
         )
         if bridge.api_dump_dir and self.state.dumps is not None:
             exchange.dump = DumpCapture(
-                request_id=entry.request_id, provider=provider.name, method=scope["method"],
+                request_id=entry.request_id,
+                provider=provider.name,
+                method=scope["method"],
                 path=path + ("?" + query.decode("latin-1") if query else ""),
-                request_headers=list(headers), request_body=body)
+                request_headers=list(headers),
+                request_body=body,
+            )
         inflight = metrics.inflight_child(provider.name, route.template)
         inflight.inc()
         try:
@@ -182,7 +207,11 @@ def _observe(ex: Exchange) -> None:
         metrics.ttfb_child(provider, route).observe(entry.first_byte_at - entry.started)
     metrics.overhead_child(provider, route).observe(max(0.0, duration - ex.upstream_wait))
     usage = ex.usage
-    for kind, value in (("input", usage.input), ("output", usage.output),
-                        ("cache_read", usage.cache_read), ("cache_write", usage.cache_write)):
+    for kind, value in (
+        ("input", usage.input),
+        ("output", usage.output),
+        ("cache_read", usage.cache_read),
+        ("cache_write", usage.cache_write),
+    ):
         if value:
             metrics.tokens_child(provider, ex.model_label, kind).inc(value)

@@ -41,7 +41,11 @@ def _byok_headers(headers: Headers, bridge_token: bytes) -> frozenset[bytes]:
     """The auth headers that differ from the bridge token: the client's own upstream key."""
     own: set[bytes] = set()
     authorization = first(headers, b"authorization")
-    if authorization is not None and _bearer(authorization) != bridge_token and authorization != bridge_token:
+    if (
+        authorization is not None
+        and _bearer(authorization) != bridge_token
+        and authorization != bridge_token
+    ):
         own.add(b"authorization")
     api_key = first(headers, b"x-api-key")
     if api_key is not None and api_key != bridge_token:

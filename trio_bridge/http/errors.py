@@ -16,7 +16,11 @@ async def send_error(
     retry_after: int | None = None,
     kind: str | None = None,
 ) -> None:
-    body = dialect.error_body(status, message, kind) if dialect else generic_error_body(status, message)
+    body = (
+        dialect.error_body(status, message, kind)
+        if dialect
+        else generic_error_body(status, message)
+    )
     headers = [(b"x-request-id", request_id.encode())]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))

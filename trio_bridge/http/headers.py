@@ -11,10 +11,20 @@ from .. import __version__
 
 Headers = list[tuple[bytes, bytes]]
 
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
-    b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"proxy-connection",
-})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+    }
+)
 _ALWAYS_DROPPED = HOP_BY_HOP | {b"host", b"content-length", b"cookie", b"forwarded"}
 _DROPPED_PREFIXES = (b"x-trio-bridge-", b"x-ai-bridge-actor", b"x-forwarded-")
 AUTH_HEADERS = (b"authorization", b"x-api-key")

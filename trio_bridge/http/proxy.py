@@ -98,8 +98,9 @@ async def run_exchange(ex: Exchange, send: Send) -> None:
         ex.failed = True
         ex.log.error = "upstream timed out"
         if not ex.response_started:
-            await _error(ex, send, 504, "upstream timed out", dialect=dialect,
-                         request_id=ex.log.request_id)
+            await _error(
+                ex, send, 504, "upstream timed out", dialect=dialect, request_id=ex.log.request_id
+            )
         elif ex.sse and ex.route.bridged:
             await send_stream_deadline_error(ex, send)
         else:
@@ -110,7 +111,9 @@ class UpstreamAborted(Exception):
     """The response had started and cannot be completed: the connection must be aborted."""
 
 
-async def _attempts(ex: Exchange, send: Send, key: PoolKey | None, verdict: _Verdict) -> trio.CancelScope:
+async def _attempts(
+    ex: Exchange, send: Send, key: PoolKey | None, verdict: _Verdict
+) -> trio.CancelScope:
     """Send the request, failing over to the next key on 429/401 while nothing has reached
     the client; relay the answer. Returns the whole-request deadline scope."""
     provider, bridge = ex.provider, ex.snapshot.bridge
@@ -118,9 +121,16 @@ async def _attempts(ex: Exchange, send: Send, key: PoolKey | None, verdict: _Ver
     assert dialect is not None and provider.upstream is not None and provider.pool is not None
     tried: set[int] = set()
     url = _url(provider, ex.upstream_raw_path)
-    actor = actor_headers(ex.caller.actor, dict(ex.caller.metadata)) if bridge.send_actor_headers else ()
+    actor = (
+        actor_headers(ex.caller.actor, dict(ex.caller.metadata))
+        if bridge.send_actor_headers
+        else ()
+    )
     forwarded = ex.client_ip if bridge.forward_client_ip else None
-    with provider.upstream.pinned() as http, trio.move_on_after(bridge.upstream_timeout) as deadline:
+    with (
+        provider.upstream.pinned() as http,
+        trio.move_on_after(bridge.upstream_timeout) as deadline,
+    ):
         while True:
             headers = upstream_request_headers(
                 ex.client_headers,
@@ -137,13 +147,21 @@ async def _attempts(ex: Exchange, send: Send, key: PoolKey | None, verdict: _Ver
             ex.log.attempts += 1
             ex.log.key_hint = key.hint if key is not None else "byok"
             try:
-                response = await _send_first_byte(ex, http, request, float(bridge.first_byte_timeout))
+                response = await _send_first_byte(
+                    ex, http, request, float(bridge.first_byte_timeout)
+                )
             except _Fail as fail:
                 verdict.report(fail.breaker_failure)
                 ex.failed = True
                 ex.log.error = fail.message
-                await _error(ex, send, fail.status, fail.message, dialect=dialect,
-                             request_id=ex.log.request_id)
+                await _error(
+                    ex,
+                    send,
+                    fail.status,
+                    fail.message,
+                    dialect=dialect,
+                    request_id=ex.log.request_id,
+                )
                 return deadline
             status = response.status_code
             if key is not None and status in (429, 401):
@@ -215,8 +233,9 @@ class _Verdict:
         if failure:
             if self.breaker.record_failure(admission, now).tripped:
                 ex = self.ex
-                metrics.breaker_trips.labels(ex.provider.name, ex.route.endpoint,
-                                             ex.model_label).inc()
+                metrics.breaker_trips.labels(
+                    ex.provider.name, ex.route.endpoint, ex.model_label
+                ).inc()
         else:
             self.breaker.record_success(admission, now)
 
@@ -230,9 +249,15 @@ async def _reject_breaker(ex: Exchange, send: Send, retry_after: int) -> None:
     metrics.breaker_rejects.labels(ex.provider.name, ex.route.endpoint, ex.model_label).inc()
     ex.failed = True
     ex.log.error = "circuit open"
-    await _error(ex, send, 503, f"provider \"{ex.provider.name}\" is unavailable (circuit open)",
-                     dialect=ex.provider.dialect, request_id=ex.log.request_id,
-                     retry_after=retry_after)
+    await _error(
+        ex,
+        send,
+        503,
+        f'provider "{ex.provider.name}" is unavailable (circuit open)',
+        dialect=ex.provider.dialect,
+        request_id=ex.log.request_id,
+        retry_after=retry_after,
+    )
 
 
 async def _exhausted(ex: Exchange, send: Send, now: float) -> None:
@@ -243,13 +268,25 @@ async def _exhausted(ex: Exchange, send: Send, now: float) -> None:
     ex.failed = True
     if exhaustion.status == 429:
         ex.log.error = "all keys rate limited"
-        await _error(ex, send, 429, "all configured keys are rate limited; retry later",
-                         dialect=ex.provider.dialect, request_id=ex.log.request_id,
-                         retry_after=exhaustion.retry_after)
+        await _error(
+            ex,
+            send,
+            429,
+            "all configured keys are rate limited; retry later",
+            dialect=ex.provider.dialect,
+            request_id=ex.log.request_id,
+            retry_after=exhaustion.retry_after,
+        )
     else:
         ex.log.error = "all keys failed authentication"
-        await _error(ex, send, 502, "all configured keys failed authentication",
-                         dialect=ex.provider.dialect, request_id=ex.log.request_id)
+        await _error(
+            ex,
+            send,
+            502,
+            "all configured keys failed authentication",
+            dialect=ex.provider.dialect,
+            request_id=ex.log.request_id,
+        )
 
 
 async def _relay(ex: Exchange, response: httpx2.Response, send: Send) -> None:
@@ -283,7 +320,9 @@ async def _next_chunk(ex: Exchange, chunks) -> bytes | None:
         ex.upstream_wait += trio.current_time() - t0
 
 
-async def _relay_bytes(ex: Exchange, response: httpx2.Response, send: Send, *, collect: bool) -> None:
+async def _relay_bytes(
+    ex: Exchange, response: httpx2.Response, send: Send, *, collect: bool
+) -> None:
     kept: list[bytes] = []
     size = sent = 0
     length = response.headers.get("content-length")
@@ -335,8 +374,11 @@ async def _relay_sse(ex: Exchange, response: httpx2.Response, send: Send) -> Non
             raise _StreamCut("upstream stream ended inside an event")
     except (httpx2.HTTPError, _StreamCut) as exc:
         ex.failed = True
-        ex.log.error = str(exc) if isinstance(exc, _StreamCut) else (
-            f"upstream stream failed ({type(exc).__name__})")
+        ex.log.error = (
+            str(exc)
+            if isinstance(exc, _StreamCut)
+            else (f"upstream stream failed ({type(exc).__name__})")
+        )
         event = dialect.stream_error_event(ex.route, "upstream stream interrupted", last_block)
         await send({"type": "http.response.body", "body": event, "more_body": True})
     ex.finished = True  # set first: hypercorn may report the disconnect during this send

@@ -27,7 +27,10 @@ def hypercorn_config(bind: str, *, graceful_timeout: float) -> Config:
 
 
 async def serve_app(
-    app, bind: str, shutdown: trio.Event, graceful_timeout: float,
+    app,
+    bind: str,
+    shutdown: trio.Event,
+    graceful_timeout: float,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:

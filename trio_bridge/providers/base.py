@@ -29,9 +29,16 @@ class Usage:
     cache_write: int | None = None
 
     def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in (("input", self.input), ("output", self.output),
-                                  ("cache_read", self.cache_read),
-                                  ("cache_write", self.cache_write)) if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("input", self.input),
+                ("output", self.output),
+                ("cache_read", self.cache_read),
+                ("cache_write", self.cache_write),
+            )
+            if v is not None
+        }
 
 
 class Peek(msgspec.Struct):
@@ -54,18 +61,20 @@ def peek_body(body: bytes) -> Peek:
     try:
         peek = _peek_decoder.decode(body)
     except msgspec.ValidationError:
-        raise BodyError("request body must be a JSON object with a string \"model\"") from None
+        raise BodyError('request body must be a JSON object with a string "model"') from None
     except msgspec.DecodeError:
         raise BodyError("request body is not valid JSON") from None
     if not peek.model:
-        raise BodyError("request body has no \"model\"")
+        raise BodyError('request body has no "model"')
     return peek
 
 
 class RouteTable:
     """Exact routes and prefix routes over a raw path (already checked for safety)."""
 
-    def __init__(self, exact: dict[tuple[str, str], Route], prefixes: list[tuple[str, Route, bool]]):
+    def __init__(
+        self, exact: dict[tuple[str, str], Route], prefixes: list[tuple[str, Route, bool]]
+    ):
         # exact: (METHOD or "*", path) -> Route; prefixes: (path, route, also_exact)
         self._exact = exact
         self._prefixes = prefixes
@@ -81,7 +90,7 @@ class RouteTable:
 
 
 class Dialect:
-    """One upstream API family. Subclasses fill in the tables; instances are shared and stateless."""
+    """One upstream API family. Subclasses fill in the tables; instances are stateless."""
 
     type: str = ""
     # The part of the path after /{name} that base_url already ends with ("/v1" for openai).

@@ -53,14 +53,20 @@ _resp_event_decoder = msgspec.json.Decoder(_RespEvent)
 
 def _chat_usage(u: _ChatUsage) -> Usage:
     cached = (u.prompt_tokens_details or {}).get("cached_tokens")
-    return Usage(input=u.prompt_tokens, output=u.completion_tokens,
-                 cache_read=cached if isinstance(cached, int) else None)
+    return Usage(
+        input=u.prompt_tokens,
+        output=u.completion_tokens,
+        cache_read=cached if isinstance(cached, int) else None,
+    )
 
 
 def _resp_usage(u: _RespUsage) -> Usage:
     cached = (u.input_tokens_details or {}).get("cached_tokens")
-    return Usage(input=u.input_tokens, output=u.output_tokens,
-                 cache_read=cached if isinstance(cached, int) else None)
+    return Usage(
+        input=u.input_tokens,
+        output=u.output_tokens,
+        cache_read=cached if isinstance(cached, int) else None,
+    )
 
 
 class OpenAIDialect(Dialect):
@@ -79,8 +85,16 @@ class OpenAIDialect(Dialect):
             },
             prefixes=[
                 (prefix + "/models", Route("models", prefix + "/models", False), True),
-                (prefix + "/responses", Route("responses_item", prefix + "/responses/{id}", False), False),
-                (prefix + "/conversations", Route("conversations", prefix + "/conversations", False), True),
+                (
+                    prefix + "/responses",
+                    Route("responses_item", prefix + "/responses/{id}", False),
+                    False,
+                ),
+                (
+                    prefix + "/conversations",
+                    Route("conversations", prefix + "/conversations", False),
+                    True,
+                ),
             ],
         )
 
@@ -88,13 +102,19 @@ class OpenAIDialect(Dialect):
         return b"authorization", b"Bearer " + key.encode()
 
     def error_body(self, status: int, message: str, kind: str | None = None) -> bytes:
-        return encode({"error": {"message": message, "type": kind or error_kind(status), "code": None}})
+        return encode(
+            {"error": {"message": message, "type": kind or error_kind(status), "code": None}}
+        )
 
     def stream_error_event(self, route: Route, message: str, last_event: bytes) -> bytes:
         if route.endpoint == "responses":
             seq = last_sequence_number(last_event)
-            payload = {"type": "error", "code": "upstream_error", "message": message,
-                       "sequence_number": 0 if seq is None else seq + 1}
+            payload = {
+                "type": "error",
+                "code": "upstream_error",
+                "message": message,
+                "sequence_number": 0 if seq is None else seq + 1,
+            }
             return b"event: error\ndata: " + encode(payload) + b"\n\n"
         payload = {"error": {"message": message, "type": "upstream_error", "code": None}}
         return b"data: " + encode(payload) + b"\n\n"

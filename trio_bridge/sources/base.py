@@ -10,7 +10,7 @@ from ..config.model import BridgeSettings, ClientSpec, ProviderSpec
 
 @dataclass(frozen=True)
 class ReloadRequest:
-    """A poke on the reload channel. ``source`` names who sent it; ``full`` re-reads every source."""
+    """A poke on the reload channel: ``source`` names the sender; ``full`` re-reads all."""
 
     source: str
     full: bool = False

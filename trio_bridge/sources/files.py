@@ -107,7 +107,9 @@ class FileSource:
         await self._dirs_changed.wait()
         scope.cancel()
 
-    async def _watch_once(self, dirs: list[str], send: trio.MemorySendChannel[ReloadRequest]) -> None:
+    async def _watch_once(
+        self, dirs: list[str], send: trio.MemorySendChannel[ReloadRequest]
+    ) -> None:
         try:
             async for _changes in watchfiles.awatch(
                 *dirs,
