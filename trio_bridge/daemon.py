@@ -117,7 +117,7 @@ class Daemon:
             await root.start(self.files.watch, self._reload_send.clone())
             if self.database is not None:
                 root.start_soon(self._first_database_load, state)
-                await root.start(self._listen_database)
+                root.start_soon(self._listen_database)  # never hold start-up for the database
             else:
                 state.database_settled.set()
             root.start_soon(self._signals)
@@ -149,7 +149,7 @@ class Daemon:
         finally:
             state.database_settled.set()
 
-    async def _listen_database(self, *, task_status: trio.TaskStatus[None]) -> None:
+    async def _listen_database(self) -> None:
         assert self.database is not None
         log.info("database source: %s", redact_dsn(self.options.database_url or ""))
         current = self.reloader
@@ -157,9 +157,7 @@ class Daemon:
         def resync_every() -> float:
             return float(current.current.bridge.reload.resync_every) if current.current else 300.0
 
-        await self.database.listen(
-            self._reload_send.clone(), resync_every=resync_every, task_status=task_status
-        )
+        await self.database.listen(self._reload_send.clone(), resync_every=resync_every)
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
