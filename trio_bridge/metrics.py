@@ -106,9 +106,10 @@ key_pool_exhaustions = Counter(
     ["provider", "outcome"],
     registry=REGISTRY,
 )
-key_pool_failover = Counter(
+# A gauge that only goes up: the contract names it without the ``_total`` a Counter would add.
+key_pool_failover = Gauge(
     P + "key_pool_failover_attempts",
-    "Requests re-sent with the next key",
+    "Requests re-sent with the next key (monotonic)",
     ["provider"],
     registry=REGISTRY,
 )

@@ -116,7 +116,7 @@ class FileSource:
                 recursive=False,
                 debounce=50,
                 step=20,
-                rust_timeout=500,
+                rust_timeout=200,
                 force_polling=self.force_polling,
                 poll_delay_ms=100,
                 ignore_permission_denied=True,
