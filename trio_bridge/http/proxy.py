@@ -3,6 +3,7 @@ the answer back to the client as its bytes arrive."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -59,9 +60,15 @@ async def _error(ex: Exchange, send: Send, status: int, message: str, **kw) -> N
     await send_error(send, status, message, **kw)
 
 
+@functools.lru_cache(maxsize=1024)
+def _base(base_url: str) -> tuple[httpx2.URL, bytes]:
+    url = httpx2.URL(base_url)
+    return url, url.raw_path.rstrip(b"/")
+
+
 def _url(provider: Provider, raw_tail: bytes) -> httpx2.URL:
-    base = httpx2.URL(provider.base_url or "")
-    return base.copy_with(raw_path=base.raw_path.rstrip(b"/") + raw_tail)
+    base, path = _base(provider.base_url or "")
+    return base.copy_with(raw_path=path + raw_tail)
 
 
 class _Fail(Exception):
