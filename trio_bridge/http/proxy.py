@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +25,9 @@ from .auth import Caller
 from .errors import send_error
 from .headers import Headers, actor_headers, client_response_headers, upstream_request_headers
 
+# Only blocks carrying a usage object are parsed: with include_usage forced, OpenAI puts
+# "usage":null on every chunk, which needs no look.
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 SSE_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 _USAGE_BODY_LIMIT = 8 * 1024 * 1024
 
@@ -370,7 +374,7 @@ async def _relay_sse(ex: Exchange, response: httpx2.Response, send: Send) -> Non
             block = splitter.feed(chunk)
             if not block:
                 continue
-            if b'"usage"' in block:
+            if _USAGE_OBJECT.search(block) is not None:
                 block = _fold_usage(ex, block)
             last_block = block or last_block
             if ex.dump is not None:

@@ -30,11 +30,13 @@ class EventSplitter:
 
 def _last_boundary(data: bytes) -> int:
     """Index just past the last blank line (event terminator), or 0."""
-    best = 0
-    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
-        i = data.rfind(sep)
-        if i >= 0:
-            best = max(best, i + len(sep))
+    i = data.rfind(b"\n\n")
+    best = i + 2 if i >= 0 else 0
+    if b"\r" in data:  # CRLF or CR framing: rare, so checked only when present
+        for sep in (b"\r\n\r\n", b"\r\r"):
+            j = data.rfind(sep)
+            if j >= 0:
+                best = max(best, j + len(sep))
     return best
 
 
