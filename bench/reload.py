@@ -44,6 +44,9 @@ def _trials(target: Target, trials: int, change: Callable[[int], tuple[str, floa
         "trials": trials,
         "missed": missed,
         "median_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)
+        if latencies
+        else None,
         "max_ms": round(latencies[-1], 1) if latencies else None,
         "all_ms": [round(x, 1) for x in latencies],
     }

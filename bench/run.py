@@ -9,6 +9,7 @@ runs the scenarios, prints the tables and writes bench/results/<timestamp>.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -272,11 +273,16 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
     parser.add_argument("--no-db", action="store_true", help="skip the database reload")
     parser.add_argument("--out", type=Path, help="results file (default bench/results/<ts>.json)")
+    parser.add_argument(
+        "--reload-trials", type=int, help="changes per reload scenario (default 5; quick 3)"
+    )
     args = parser.parse_args()
     require_wrk()
     if args.peer:
         ensure_litellm()
     plan = Plan.quick() if args.quick else Plan()
+    if args.reload_trials:
+        plan = dataclasses.replace(plan, reload_trials=args.reload_trials)
     started = time.strftime("%Y%m%d-%H%M%S")
     work = Path(tempfile.mkdtemp(prefix="trio-bridge-bench-"))
     logs = work / "logs"
