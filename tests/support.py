@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +44,8 @@ class RunningBridge:
             await event.wait()
         return self.snapshot
 
-    async def next_reload(self) -> tuple[str, bool]:
-        """Wait for the next reload to finish (whether or not it swapped): (reason, ok)."""
+    async def reload_after(self, trigger: Callable[[], Awaitable[object]]) -> tuple[str, bool]:
+        """Run ``trigger`` and wait for the reload it causes to finish (swap or not)."""
         done: list[tuple[str, bool]] = []
         event = trio.Event()
 
@@ -54,6 +55,7 @@ class RunningBridge:
 
         self.daemon.reloader.on_reload.append(hook)
         try:
+            await trigger()
             await event.wait()
         finally:
             self.daemon.reloader.on_reload.remove(hook)

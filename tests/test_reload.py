@@ -164,17 +164,11 @@ async def test_admin_reload_with_nothing_changed_does_not_swap(
     bridge = await start_bridge(nursery, tmp_path)
     version = bridge.snapshot.version
     async with client() as c:
-        async with trio.open_nursery() as waiter:
-            reloads: list[tuple[str, bool]] = []
 
-            async def wait() -> None:
-                reloads.append(await bridge.next_reload())
+        async def post_reload() -> None:
+            assert (await c.post(bridge.admin + "/-/reload")).status_code == 202
 
-            waiter.start_soon(wait)
-            await trio.sleep(0)
-            r = await c.post(bridge.admin + "/-/reload")
-            assert r.status_code == 202
-    assert reloads == [("admin", True)]
+        assert await bridge.reload_after(post_reload) == ("admin", True)
     assert bridge.snapshot.version == version
 
 
@@ -195,8 +189,6 @@ async def test_a_burst_of_change_events_gives_one_rebuild(autojump_clock) -> Non
     source = CountingSource()
     reloader = Reloader(source, None, UpstreamClients(), secrets_dir=None, environ={})
     await reloader.initial()
-    builds = []
-    reloader.on_swap.append(builds.append)
     send, receive = trio.open_memory_channel[ReloadRequest](100)
     async with trio.open_nursery() as nursery:
         await nursery.start(reloader.run, receive)
@@ -216,16 +208,10 @@ async def test_sighup_forces_a_full_reload(nursery, tmp_path, fake_openai) -> No
 
     write_yaml(tmp_path, "p.yaml", providers_yaml(fake_openai.base_url))
     bridge = await start_bridge(nursery, tmp_path)
-    async with trio.open_nursery() as waiter:
-        reloads: list[tuple[str, bool]] = []
-
-        async def wait() -> None:
-            reloads.append(await bridge.next_reload())
-
-        waiter.start_soon(wait)
-        await trio.sleep(0)
+    async def hangup() -> None:
         os.kill(os.getpid(), signal.SIGHUP)
-    assert reloads == [("signal", True)]
+
+    assert await bridge.reload_after(hangup) == ("signal", True)
 
 
 async def test_admin_token_guards_the_admin_endpoints(nursery, tmp_path, fake_openai) -> None:
