@@ -165,12 +165,11 @@ def test_check_config_exits_1_and_names_the_broken_provider(tmp_path: Path) -> N
     write(
         tmp_path,
         "p.yaml",
-        """
+        f"""
 providers:
-  - {name: good, type: openai, base_url: 'https://a/v1', keys: [{value: '%s'}]}
-  - {name: broken, type: openai, base_url: 'https://b/v1', keys: [{env: NOT_SET_ANYWHERE}]}
-"""
-        % SECRET,
+  - {{name: good, type: openai, base_url: 'https://a/v1', keys: [{{value: '{SECRET}'}}]}}
+  - {{name: broken, type: openai, base_url: 'https://b/v1', keys: [{{env: NOT_SET_ANYWHERE}}]}}
+""",
     )
     result = run_check("--config-dir", str(tmp_path), "--json")
     assert result.returncode == 1

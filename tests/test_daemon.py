@@ -229,3 +229,31 @@ def test_cli_help_works(command: list[str]) -> None:
         [sys.executable, "-m", "trio_bridge", *command], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0 and "usage" in result.stdout
+
+
+async def test_a_listen_address_in_use_exits_1_with_the_reason(tmp_path, fake_openai) -> None:
+    write_yaml(tmp_path, "b.yaml", bridge_yaml(fake_openai))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "trio_bridge",
+                "serve",
+                "--config-dir",
+                str(tmp_path),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--admin-listen",
+                f"127.0.0.1:{free_port()}",
+            ],
+            capture_stderr=True,
+            check=False,
+            env=env_with_key(),
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}".encode() in result.stderr
+    assert b"Traceback" not in result.stderr

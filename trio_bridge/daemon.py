@@ -124,11 +124,11 @@ class Daemon:
             bridge_app = BridgeApp(state)
             admin_app = AdminApp(state, self.request_reload, opts.admin_token)
             async with trio.open_nursery() as servers:
-                listen = await servers.start(
-                    serve_app, bridge_app, opts.listen, self._shutdown, opts.shutdown_grace
+                listen = await _listen(
+                    servers, bridge_app, opts.listen, self._shutdown, opts.shutdown_grace
                 )
-                admin = await servers.start(
-                    serve_app, admin_app, opts.admin_listen, self._shutdown, opts.shutdown_grace
+                admin = await _listen(
+                    servers, admin_app, opts.admin_listen, self._shutdown, opts.shutdown_grace
                 )
                 addresses = Addresses(_http(listen), _http(admin))
                 log.info(
@@ -179,6 +179,17 @@ class Daemon:
             self.state.draining = True
         await trio.sleep(self.options.drain_delay)
         self._shutdown.set()
+
+
+async def _listen(
+    nursery: trio.Nursery, app, bind: str, shutdown: trio.Event, grace: float
+) -> list[str]:
+    try:
+        return await nursery.start(serve_app, app, bind, shutdown, grace)
+    except* OSError as group:
+        exc = group.exceptions[0]
+        reason = getattr(exc, "strerror", None) or exc
+        raise StartupError(f"cannot listen on {bind}: {reason}") from None
 
 
 def _http(binds: list[str]) -> str:
