@@ -155,7 +155,3 @@ def _dec_hook(type_: type, obj: Any) -> Any:
 def convert(obj: Any, type_: type) -> Any:
     """msgspec.convert with this schema's custom types (durations)."""
     return msgspec.convert(obj, type_, dec_hook=_dec_hook)
-
-
-def to_builtins(obj: Any) -> Any:
-    return msgspec.to_builtins(obj, enc_hook=float)

@@ -187,7 +187,6 @@ async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, ex: E
             if not ex.finished:
                 ex.log.error = ex.log.error or "client disconnected"
                 ex.log.status = ex.log.status or CLIENT_CLOSED
-                ex.failed = True
                 scope.cancel()
             return
 

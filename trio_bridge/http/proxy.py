@@ -4,7 +4,6 @@ the answer back to the client as its bytes arrive."""
 from __future__ import annotations
 
 import functools
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -52,7 +51,6 @@ class Exchange:
     response_started: bool = False
     finished: bool = False
     sse: bool = False
-    failed: bool = False
     usage: Usage = field(default_factory=Usage)
     upstream_wait: float = 0.0
     dump: DumpCapture | None = None
@@ -107,7 +105,6 @@ async def run_exchange(ex: Exchange, send: Send) -> None:
     finally:
         verdict.release()
     if deadline.cancelled_caught:
-        ex.failed = True
         ex.log.error = "upstream timed out"
         if not ex.response_started:
             await _error(
@@ -164,7 +161,6 @@ async def _attempts(
                 )
             except _Fail as fail:
                 verdict.report(fail.breaker_failure)
-                ex.failed = True
                 ex.log.error = fail.message
                 await _error(
                     ex,
@@ -259,7 +255,6 @@ class _Verdict:
 
 async def _reject_breaker(ex: Exchange, send: Send, retry_after: int) -> None:
     metrics.breaker_rejects.labels(ex.provider.name, ex.route.endpoint, ex.model_label).inc()
-    ex.failed = True
     ex.log.error = "circuit open"
     await _error(
         ex,
@@ -277,7 +272,6 @@ async def _exhausted(ex: Exchange, send: Send, now: float) -> None:
     assert pool is not None
     exhaustion = pool.exhaustion(now)
     metrics.key_pool_exhaustions.labels(ex.provider.name, exhaustion.reason).inc()
-    ex.failed = True
     if exhaustion.status == 429:
         ex.log.error = "all keys rate limited"
         await _error(
@@ -353,7 +347,6 @@ async def _relay_bytes(
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except httpx2.HTTPError as exc:
         # The body cannot be completed honestly: abort the connection rather than end it.
-        ex.failed = True
         ex.log.error = f"upstream failed mid-body ({type(exc).__name__})"
         raise
     ex.finished = True  # set first: hypercorn may report the disconnect during this send
@@ -385,7 +378,6 @@ async def _relay_sse(ex: Exchange, response: httpx2.Response, send: Send) -> Non
         if splitter.tail.strip():
             raise _StreamCut("upstream stream ended inside an event")
     except (httpx2.HTTPError, _StreamCut) as exc:
-        ex.failed = True
         ex.log.error = (
             str(exc)
             if isinstance(exc, _StreamCut)
@@ -423,7 +415,3 @@ async def send_stream_deadline_error(ex: Exchange, send: Send) -> None:
     event = dialect.stream_error_event(ex.route, "upstream timed out", b"")
     await send({"type": "http.response.body", "body": event, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def retry_after_seconds(seconds: float) -> int:
-    return max(1, math.ceil(seconds))

@@ -14,7 +14,7 @@ from .base import (
     error_kind,
     last_sequence_number,
 )
-from .sse import event_data, iter_events
+from .sse import event_data
 
 CHAT = Route("chat_completions", "/v1/chat/completions", True)
 RESPONSES = Route("responses", "/v1/responses", True)
@@ -168,10 +168,3 @@ def _merge(into: Usage, new: Usage) -> None:
         value = getattr(new, field)
         if value is not None:
             setattr(into, field, value)
-
-
-def events_with_usage(block: bytes) -> bool:
-    return b'"usage"' in block
-
-
-__all__ = ["OpenAIDialect", "iter_events"]

@@ -11,9 +11,6 @@ _DIALECTS: dict[str, Dialect] = {
     "anthropic": AnthropicDialect(),
 }
 
-# Types the schema accepts but this version does not serve yet (they build with status error).
-UNSUPPORTED = {"copilot"}
-
 
 def dialect_for(provider_type: str) -> Dialect | None:
     return _DIALECTS.get(provider_type)

@@ -60,10 +60,3 @@ def event_data(event: bytes) -> bytes:
             value = line[5:]
             lines.append(value[1:] if value.startswith(b" ") else value)
     return b"\n".join(lines)
-
-
-def event_name(event: bytes) -> bytes | None:
-    for line in event.split(b"\n"):
-        if line.startswith(b"event:"):
-            return line[6:].strip()
-    return None
