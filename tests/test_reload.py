@@ -208,6 +208,7 @@ async def test_sighup_forces_a_full_reload(nursery, tmp_path, fake_openai) -> No
 
     write_yaml(tmp_path, "p.yaml", providers_yaml(fake_openai.base_url))
     bridge = await start_bridge(nursery, tmp_path)
+
     async def hangup() -> None:
         os.kill(os.getpid(), signal.SIGHUP)
 
@@ -228,3 +229,25 @@ async def test_admin_token_guards_the_admin_endpoints(nursery, tmp_path, fake_op
         )
         assert ok.status_code == 200 and ok.json()["version"] == bridge.snapshot.version
         assert (await c.get(bridge.admin + "/metrics")).status_code == 200
+
+
+async def test_an_event_with_unchanged_content_does_not_rebuild(
+    nursery, tmp_path, fake_openai
+) -> None:
+    write_yaml(tmp_path, "p.yaml", providers_yaml(fake_openai.base_url))
+    bridge = await start_bridge(nursery, tmp_path)
+    reloader = bridge.daemon.reloader
+    builds, version = reloader.builds, bridge.snapshot.version
+
+    async def touch() -> None:
+        write_yaml(tmp_path, "p.yaml", providers_yaml(fake_openai.base_url))  # same bytes
+
+    assert await bridge.reload_after(touch) == ("files", True)
+    assert reloader.builds == builds and bridge.snapshot.version == version
+
+    async def edit() -> None:
+        write_yaml(tmp_path, "p.yaml", providers_yaml(fake_openai.base_url, extra="# a comment\n"))
+
+    assert await bridge.reload_after(edit) == ("files", True)
+    assert reloader.builds == builds + 1
+    assert bridge.snapshot.version == version  # a comment changes bytes, not the snapshot

@@ -30,7 +30,9 @@ async def test_no_response_head_within_first_byte_timeout_is_504(
     async with httpx2.AsyncClient(timeout=None) as c:
         started = trio.current_time()
         r = await c.post(bridge.url + "/openai/v1/chat/completions", json=CHAT)
-    assert r.status_code == 504 and r.json()["error"]["message"] == "upstream did not answer in time"
+    assert (
+        r.status_code == 504 and r.json()["error"]["message"] == "upstream did not answer in time"
+    )
     assert 5 <= trio.current_time() - started < 60
 
 
@@ -53,17 +55,23 @@ async def test_upstream_timeout_mid_stream_ends_with_an_error_event(
 async def test_a_stalled_stream_ends_after_stream_idle_timeout(
     socket_clock, nursery, tmp_path, fake_anthropic
 ) -> None:
-    write_yaml(tmp_path, "b.yaml", f"""
+    write_yaml(
+        tmp_path,
+        "b.yaml",
+        f"""
 bridge: {{auth: none, stream_idle_timeout: 5s}}
 providers:
   - {{name: anthropic, type: anthropic, base_url: "{fake_anthropic.base_url}", keys: [{{value: sk-timeout-test-000000000}}]}}
-""")
+""",
+    )
     bridge = await start_bridge(nursery, tmp_path)
     fake_anthropic.behave(Answer(stream=True, stall_after=3))
     async with httpx2.AsyncClient(timeout=None) as c:
         started = trio.current_time()
-        r = await c.post(bridge.url + "/anthropic/v1/messages",
-                         json={"model": "m", "max_tokens": 5, "stream": True, "messages": []})
+        r = await c.post(
+            bridge.url + "/anthropic/v1/messages",
+            json={"model": "m", "max_tokens": 5, "stream": True, "messages": []},
+        )
     elapsed = trio.current_time() - started
     assert r.status_code == 200 and 5 <= elapsed < 60
     events = [e for e in r.content.split(b"\n\n") if e]
@@ -76,8 +84,9 @@ async def test_full_upstream_pool_for_one_second_is_503(nursery, tmp_path, fake_
     bridge = await start_bridge(nursery, tmp_path)
     fake_openai.behave(Stream(chunks=4, pace=0.75))
     async with client() as c:
-        async with c.stream("POST", bridge.url + "/openai/v1/chat/completions",
-                            json={**CHAT, "stream": True}) as first:
+        async with c.stream(
+            "POST", bridge.url + "/openai/v1/chat/completions", json={**CHAT, "stream": True}
+        ) as first:
             chunks = first.aiter_raw()
             await chunks.__anext__()  # the only upstream connection is now busy
             second = await c.get(bridge.url + "/openai/v1/models")

@@ -62,6 +62,7 @@ class Reloader:
         self.current: Snapshot | None = None
         self.on_swap: list = []  # callables(snapshot) run after each swap
         self.on_reload: list = []  # callables(reason, ok) run after each reload, swap or not
+        self.builds = 0  # snapshots built by reloads (not counting start-up)
 
     @property
     def debounce(self) -> float:
@@ -137,12 +138,20 @@ class Reloader:
         return snapshot
 
     async def reload(self, names: set[str], *, full: bool, reason: str) -> None:
+        """Re-read the named sources (all when ``full``); rebuild unless every one of them
+        reports the same content digest and error as before (a no-op event)."""
         sources = [self.files] + ([self.database] if self.database else [])
-        ok = True
+        ok, changed = True, full
         for source in sources:
             if full or source.name in names:
+                state = self._loaded[source.name]
+                before = (state.contents.digest if state.contents else None, state.error)
                 ok = await self.load_source(source) and ok
-        self.rebuild(reason=reason)
+                after = (state.contents.digest if state.contents else None, state.error)
+                changed = changed or after != before or after[0] is None
+        if changed:
+            self.builds += 1
+            self.rebuild(reason=reason)
         metrics.record_reload(reason, ok)
         for hook in self.on_reload:
             hook(reason, ok)

@@ -29,6 +29,9 @@ class SourceContents:
     origins: dict[str, str] = field(default_factory=dict)
     # Directories whose changes may change this source's result (YAML dir, key file dirs).
     watch_dirs: tuple[Path, ...] = ()
+    # A hash of everything the contents were made from (file bytes, key files), when the
+    # source can tell; equal digests mean a reload would build the same snapshot.
+    digest: str | None = None
 
 
 class SourceError(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +16,13 @@ from ..config.secrets import key_file_path
 from .base import ReloadRequest, SourceContents, SourceError
 
 log = logging.getLogger("trio_bridge.sources.files")
+
+
+def _file_digest(path: Path) -> bytes:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError as exc:
+        return f"unreadable:{type(exc).__name__}".encode()
 
 
 class FileSource:
@@ -48,6 +56,7 @@ class FileSource:
                 "(use --allow-open-listen to accept it)"
             )
         dirs = {self.config_dir}
+        digest = hashlib.sha256(loaded.digest.encode())
         for provider in loaded.providers:
             refs = list(provider.keys)
             if provider.bedrock is not None:
@@ -57,12 +66,14 @@ class FileSource:
                 path = key_file_path(ref, self.secrets_dir)
                 if path is not None:
                     dirs.add(path.parent)
+                    digest.update(_file_digest(path))
         return SourceContents(
             providers=loaded.providers,
             clients=loaded.clients,
             bridge=loaded.bridge,
             origins=loaded.origins,
             watch_dirs=tuple(sorted(dirs)),
+            digest=digest.hexdigest(),
         )
 
     async def load(self) -> SourceContents:
