@@ -467,3 +467,23 @@ async def test_api_dumps_record_request_and_response_with_secrets_masked(
     assert '"include_usage":true' in doc["request"]["body"]
     assert ["authorization", "Bearer sk-o...1111"] in doc["request"]["headers"]
     assert OPENAI_KEY not in text and TOKEN not in text
+
+
+async def test_openai_sdk_responses_api_through_the_bridge(bridge, fake_openai) -> None:
+    from openai import OpenAI
+
+    def run() -> tuple[str, str]:
+        sdk = OpenAI(base_url=bridge.url + "/openai/v1", api_key=TOKEN, max_retries=0)
+        blocking = sdk.responses.create(model="gpt-4o-mini", input="hi")
+        with sdk.responses.stream(model="gpt-4o-mini", input="hi") as stream:
+            streamed = "".join(
+                event.delta for event in stream if event.type == "response.output_text.delta"
+            )
+            final = stream.get_final_response()
+        assert final.usage is not None
+        return blocking.output_text, streamed
+
+    blocking, streamed = await trio.to_thread.run_sync(run)
+    assert blocking == "Hello from the fake openai upstream."
+    assert streamed
+    assert [r.raw_path for r in fake_openai.requests] == ["/v1/responses", "/v1/responses"]
