@@ -54,10 +54,17 @@ clients:
 """
 
 
+async def bridge_with(
+    nursery, config_dir: Path, fo: FakeUpstream, fa: FakeUpstream, settings: str = "auth: tokens"
+) -> RunningBridge:
+    """A bridge over the test config with these ``bridge:`` settings."""
+    write_yaml(config_dir, "bridge.yaml", config(fo, fa, settings))
+    return await start_bridge(nursery, config_dir)
+
+
 @pytest.fixture
 async def bridge(nursery, tmp_path: Path, fake_openai, fake_anthropic) -> RunningBridge:
-    write_yaml(tmp_path, "bridge.yaml", config(fake_openai, fake_anthropic))
-    return await start_bridge(nursery, tmp_path)
+    return await bridge_with(nursery, tmp_path, fake_openai, fake_anthropic)
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -219,12 +226,9 @@ async def test_error_table_order(bridge, fake_openai) -> None:
 async def test_body_over_the_limit_while_read_is_413(
     nursery, tmp_path, fake_openai, fake_anthropic
 ) -> None:
-    write_yaml(
-        tmp_path,
-        "bridge.yaml",
-        config(fake_openai, fake_anthropic, "auth: tokens, max_body_bytes: 1000"),
+    bridge = await bridge_with(
+        nursery, tmp_path, fake_openai, fake_anthropic, "auth: tokens, max_body_bytes: 1000"
     )
-    bridge = await start_bridge(nursery, tmp_path)
 
     async def chunks():
         for _ in range(20):
@@ -238,12 +242,9 @@ async def test_body_over_the_limit_while_read_is_413(
 async def test_byok_forbidden_when_allow_byok_is_false(
     nursery, tmp_path, fake_openai, fake_anthropic
 ) -> None:
-    write_yaml(
-        tmp_path,
-        "bridge.yaml",
-        config(fake_openai, fake_anthropic, "auth: tokens, allow_byok: false"),
+    bridge = await bridge_with(
+        nursery, tmp_path, fake_openai, fake_anthropic, "auth: tokens, allow_byok: false"
     )
-    bridge = await start_bridge(nursery, tmp_path)
     async with client() as c:
         r = await c.post(
             bridge.url + "/openai/v1/chat/completions",
@@ -331,12 +332,9 @@ async def test_headers_sent_upstream_follow_the_hygiene_rules(bridge, fake_anthr
 
 
 async def test_actor_headers_when_enabled(nursery, tmp_path, fake_openai, fake_anthropic) -> None:
-    write_yaml(
-        tmp_path,
-        "bridge.yaml",
-        config(fake_openai, fake_anthropic, "auth: tokens, send_actor_headers: true"),
+    bridge = await bridge_with(
+        nursery, tmp_path, fake_openai, fake_anthropic, "auth: tokens, send_actor_headers: true"
     )
-    bridge = await start_bridge(nursery, tmp_path)
     async with client() as c:
         await c.post(bridge.url + "/openai/v1/chat/completions", headers=AUTH, json=CHAT)
     sent = fake_openai.last_request
@@ -417,12 +415,9 @@ async def test_healthz_and_readyz(bridge) -> None:
 async def test_max_inflight_answers_503_with_retry_after(
     nursery, tmp_path, fake_openai, fake_anthropic
 ) -> None:
-    write_yaml(
-        tmp_path,
-        "bridge.yaml",
-        config(fake_openai, fake_anthropic, "auth: tokens, max_inflight: 1"),
+    bridge = await bridge_with(
+        nursery, tmp_path, fake_openai, fake_anthropic, "auth: tokens, max_inflight: 1"
     )
-    bridge = await start_bridge(nursery, tmp_path)
     fake_openai.behave(Stream(chunks=3, pace=0.5))
     async with client() as c:
         async with c.stream(
@@ -443,12 +438,9 @@ async def test_api_dumps_record_request_and_response_with_secrets_masked(
     dumps = tmp_path / "dumps"
     config_dir = tmp_path / "config"
     config_dir.mkdir()
-    write_yaml(
-        config_dir,
-        "bridge.yaml",
-        config(fake_openai, fake_anthropic, f"auth: tokens, api_dump_dir: '{dumps}'"),
+    bridge = await bridge_with(
+        nursery, config_dir, fake_openai, fake_anthropic, f"auth: tokens, api_dump_dir: '{dumps}'"
     )
-    bridge = await start_bridge(nursery, config_dir)
     async with client() as c:
         r = await c.post(
             bridge.url + "/openai/v1/chat/completions?trace=1",

@@ -96,6 +96,27 @@ def env_with_key() -> dict[str, str]:
     return {**os.environ, "TEST_POOL_KEY": POOL_KEY}
 
 
+async def serve_once(config_dir: Path, listen: str) -> subprocess.CompletedProcess[bytes]:
+    """``trio-bridge serve`` expected to exit on its own (a refused start)."""
+    return await trio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "trio_bridge",
+            "serve",
+            "--config-dir",
+            str(config_dir),
+            "--listen",
+            listen,
+            "--admin-listen",
+            f"127.0.0.1:{free_port()}",
+        ],
+        capture_stderr=True,
+        check=False,
+        env=env_with_key(),
+    )
+
+
 async def test_sigterm_during_a_stream_drains_and_exits_0(nursery, tmp_path, fake_openai) -> None:
     write_yaml(tmp_path, "b.yaml", bridge_yaml(fake_openai))
     served = await serve(
@@ -122,45 +143,14 @@ async def test_sigterm_during_a_stream_drains_and_exits_0(nursery, tmp_path, fak
 
 async def test_invalid_config_dir_exits_1_with_the_error(tmp_path) -> None:
     write_yaml(tmp_path, "b.yaml", "providers: [{name: x, type: openai, base_url: nope}]\n")
-    result = await trio.run_process(
-        [
-            sys.executable,
-            "-m",
-            "trio_bridge",
-            "serve",
-            "--config-dir",
-            str(tmp_path),
-            "--listen",
-            f"127.0.0.1:{free_port()}",
-            "--admin-listen",
-            f"127.0.0.1:{free_port()}",
-        ],
-        capture_stderr=True,
-        check=False,
-    )
+    result = await serve_once(tmp_path, f"127.0.0.1:{free_port()}")
     assert result.returncode == 1
     assert b"b.yaml: $.providers[0].base_url: expected a string matching" in result.stderr
 
 
 async def test_auth_none_is_refused_on_an_open_listener(tmp_path, fake_openai) -> None:
     write_yaml(tmp_path, "b.yaml", bridge_yaml(fake_openai, auth="none"))
-    result = await trio.run_process(
-        [
-            sys.executable,
-            "-m",
-            "trio_bridge",
-            "serve",
-            "--config-dir",
-            str(tmp_path),
-            "--listen",
-            f"0.0.0.0:{free_port()}",
-            "--admin-listen",
-            f"127.0.0.1:{free_port()}",
-        ],
-        capture_stderr=True,
-        check=False,
-        env=env_with_key(),
-    )
+    result = await serve_once(tmp_path, f"0.0.0.0:{free_port()}")
     assert result.returncode == 1
     assert b"auth: none is refused" in result.stderr
 
@@ -237,23 +227,7 @@ async def test_a_listen_address_in_use_exits_1_with_the_reason(tmp_path, fake_op
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = await trio.run_process(
-            [
-                sys.executable,
-                "-m",
-                "trio_bridge",
-                "serve",
-                "--config-dir",
-                str(tmp_path),
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--admin-listen",
-                f"127.0.0.1:{free_port()}",
-            ],
-            capture_stderr=True,
-            check=False,
-            env=env_with_key(),
-        )
+        result = await serve_once(tmp_path, f"127.0.0.1:{port}")
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}".encode() in result.stderr
     assert b"Traceback" not in result.stderr

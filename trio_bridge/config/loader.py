@@ -86,22 +86,8 @@ def load_config_dir(config_dir: Path) -> LoadedConfig:
             if bridge_file is not None:
                 raise ConfigError(f"{path.name}: bridge: already set in {bridge_file}")
             bridge, bridge_file = parsed.bridge, path.name
-        for i, provider in enumerate(parsed.providers):
-            if provider.name in origins:
-                raise ConfigError(
-                    f"{path.name}: $.providers[{i}].name: provider {provider.name!r} "
-                    f"is also defined in {origins[provider.name]}"
-                )
-            origins[provider.name] = path.name
-            providers.append(provider)
-        for i, client in enumerate(parsed.clients):
-            if client.id in client_origins:
-                raise ConfigError(
-                    f"{path.name}: $.clients[{i}].id: client {client.id!r} "
-                    f"is also defined in {client_origins[client.id]}"
-                )
-            client_origins[client.id] = path.name
-            clients.append(client)
+        _collect(path.name, "providers", "name", parsed.providers, providers, origins)
+        _collect(path.name, "clients", "id", parsed.clients, clients, client_origins)
     return LoadedConfig(
         bridge=bridge,
         providers=tuple(providers),
@@ -110,3 +96,16 @@ def load_config_dir(config_dir: Path) -> LoadedConfig:
         files=tuple(files),
         digest=digest.hexdigest(),
     )
+
+
+def _collect(file: str, section: str, key: str, items: list, into: list, origins: dict) -> None:
+    """Append one file's entries, refusing a name (or id) another file already defined."""
+    for i, item in enumerate(items):
+        name = getattr(item, key)
+        if name in origins:
+            raise ConfigError(
+                f"{file}: $.{section}[{i}].{key}: {section[:-1]} {name!r} "
+                f"is also defined in {origins[name]}"
+            )
+        origins[name] = file
+        into.append(item)
