@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import httpx2
@@ -137,7 +138,7 @@ async def _attempts(
     )
     forwarded = ex.client_ip if bridge.forward_client_ip else None
     with (
-        provider.upstream.pinned() as http,
+        provider.upstream.pinned() as upstream,
         trio.move_on_after(bridge.upstream_timeout) as deadline,
     ):
         while True:
@@ -150,14 +151,13 @@ async def _attempts(
                 actor=actor,
                 forwarded_for=forwarded,
             )
-            request = http.build_request(ex.method, url, content=ex.body, headers=headers)
             if ex.dump is not None:
                 ex.dump.request_headers = headers
             ex.log.attempts += 1
             ex.log.key_hint = key.hint if key is not None else "byok"
             try:
                 response = await _send_first_byte(
-                    ex, http, request, float(bridge.first_byte_timeout)
+                    ex, upstream.send(ex.method, url, headers, ex.body), bridge.first_byte_timeout
                 )
             except _Fail as fail:
                 verdict.report(fail.breaker_failure)
@@ -193,12 +193,13 @@ async def _attempts(
 
 
 async def _send_first_byte(
-    ex: Exchange, http: httpx2.AsyncClient, request: httpx2.Request, timeout: float
+    ex: Exchange, sending: Awaitable[httpx2.Response], timeout: float
 ) -> httpx2.Response:
+    """Await the response head within ``timeout``; every failure becomes a ``_Fail``."""
     t0 = trio.current_time()
     try:
         with trio.fail_after(timeout):
-            return await http.send(request, stream=True)
+            return await sending
     except trio.TooSlowError:
         raise _Fail(504, "upstream did not answer in time", True) from None
     except httpx2.PoolTimeout:
