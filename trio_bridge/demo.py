@@ -39,7 +39,7 @@ trio-bridge demo is running. The upstreams are fakes on loopback; no key, no dat
 
   curl -sN {base}/anthropic/v1/messages -H 'Content-Type: application/json' \\
     -H 'anthropic-version: 2023-06-01' \\
-    -d '{{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{{"role":"user","content":"Hello"}}]}}'
+    -d '{{"model":"claude-demo","max_tokens":64,"stream":true,"messages":[{{"role":"user","content":"Hello"}}]}}'
 
   python - <<'PY'
   from openai import OpenAI
@@ -51,7 +51,7 @@ trio-bridge demo is running. The upstreams are fakes on loopback; no key, no dat
   python - <<'PY'
   from anthropic import Anthropic
   client = Anthropic(base_url="{base}/anthropic", api_key="unused-in-demo")
-  print(client.messages.create(model="claude-sonnet-4-5", max_tokens=64,
+  print(client.messages.create(model="claude-demo", max_tokens=64,
         messages=[{{"role": "user", "content": "Hello"}}]).content[0].text)
   PY
 
