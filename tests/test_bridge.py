@@ -479,3 +479,31 @@ async def test_openai_sdk_responses_api_through_the_bridge(bridge, fake_openai) 
     assert blocking == "Hello from the fake openai upstream."
     assert streamed
     assert [r.raw_path for r in fake_openai.requests] == ["/v1/responses", "/v1/responses"]
+
+
+async def test_a_body_cut_mid_way_is_not_presented_as_complete(nursery, tmp_path) -> None:
+    async def upstream(stream: trio.SocketStream) -> None:
+        await stream.receive_some(65536)
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"partial":'
+        )
+        await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    nursery.start_soon(trio.serve_listeners, upstream, listeners)
+    write_yaml(
+        tmp_path,
+        "b.yaml",
+        f"""
+bridge: {{auth: none}}
+providers:
+  - {{name: cut, type: openai, base_url: "http://127.0.0.1:{port}/v1", keys: [{{value: {OPENAI_KEY}}}]}}
+""",
+    )
+    bridge = await start_bridge(nursery, tmp_path)
+    async with client() as c:
+        with pytest.raises(httpx2.RemoteProtocolError):
+            await c.get(bridge.url + "/cut/v1/models")
+        assert (await c.get(bridge.url + "/healthz")).status_code == 200

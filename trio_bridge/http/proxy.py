@@ -113,12 +113,8 @@ async def run_exchange(ex: Exchange, send: Send) -> None:
             )
         elif ex.sse and ex.route.bridged:
             await send_stream_deadline_error(ex, send)
-        else:
-            raise UpstreamAborted("upstream timed out mid-body")
-
-
-class UpstreamAborted(Exception):
-    """The response had started and cannot be completed: the connection must be aborted."""
+        # else: a plain body cut short; leaving it unfinished makes hypercorn close the
+        # connection (see _relay_bytes).
 
 
 async def _attempts(
@@ -347,9 +343,10 @@ async def _relay_bytes(
             ex.finished = sent == declared
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except httpx2.HTTPError as exc:
-        # The body cannot be completed honestly: abort the connection rather than end it.
+        # The body cannot be completed honestly. Returning without the final message makes
+        # hypercorn close the connection, so the client sees a truncated body, not a whole one.
         ex.log.error = f"upstream failed mid-body ({type(exc).__name__})"
-        raise
+        return
     ex.finished = True  # set first: hypercorn may report the disconnect during this send
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     if collect and kept and ex.provider.dialect is not None:
