@@ -48,6 +48,20 @@ async def wait_status(
             await bridge.next_swap(version)
 
 
+def insert_provider(conn, name: str, base_url: str, key: str | None = KEY) -> None:
+    """A provider row (and one key) written with plain SQL, as any tool could."""
+    conn.execute(
+        "INSERT INTO ai_providers (name, type, base_url) VALUES (%s, 'openai', %s)",
+        (name, base_url),
+    )
+    if key is not None:
+        conn.execute(
+            "INSERT INTO ai_provider_keys (provider_id, api_key) "
+            "SELECT id, %s FROM ai_providers WHERE name = %s",
+            (key, name),
+        )
+
+
 @pytest.fixture
 def yaml_dir(tmp_path: Path) -> Path:
     config = tmp_path / "config"
@@ -108,15 +122,7 @@ async def test_cli_changes_reach_a_running_bridge(
 async def test_plain_sql_update_is_picked_up(
     nursery, yaml_dir, pg_conn, pg_migrated_dsn, fake_openai, second_openai
 ) -> None:
-    pg_conn.execute(
-        "INSERT INTO ai_providers (name, type, base_url) VALUES ('sql', 'openai', %s)",
-        (fake_openai.base_url,),
-    )
-    pg_conn.execute(
-        "INSERT INTO ai_provider_keys (provider_id, api_key) "
-        "SELECT id, %s FROM ai_providers WHERE name = 'sql'",
-        (KEY,),
-    )
+    insert_provider(pg_conn, "sql", fake_openai.base_url)
     bridge = await start_bridge(nursery, yaml_dir, database_url=pg_migrated_dsn)
     await wait_status(bridge, "sql", 200)
     pg_conn.execute("UPDATE ai_providers SET enabled = false WHERE name = 'sql'")
@@ -186,15 +192,7 @@ async def test_listener_reconnects_after_its_backend_is_killed(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
         "application_name = 'trio-bridge-listener' AND datname = current_database()"
     )
-    pg_conn.execute(
-        "INSERT INTO ai_providers (name, type, base_url) VALUES ('after', 'openai', %s)",
-        (fake_openai.base_url,),
-    )
-    pg_conn.execute(
-        "INSERT INTO ai_provider_keys (provider_id, api_key) "
-        "SELECT id, %s FROM ai_providers WHERE name = 'after'",
-        (KEY,),
-    )
+    insert_provider(pg_conn, "after", fake_openai.base_url)
     await wait_status(bridge, "after", 200)
     assert bridge.snapshot.version > version
 
@@ -217,15 +215,7 @@ def through(dsn: str, port: int) -> str:
 async def test_bridge_started_without_database_serves_yaml_then_picks_up_rows(
     nursery, tmp_path, yaml_dir, pg_conn, pg_migrated_dsn, fake_openai
 ) -> None:
-    pg_conn.execute(
-        "INSERT INTO ai_providers (name, type, base_url) VALUES ('fromdb', 'openai', %s)",
-        (fake_openai.base_url,),
-    )
-    pg_conn.execute(
-        "INSERT INTO ai_provider_keys (provider_id, api_key) "
-        "SELECT id, %s FROM ai_providers WHERE name = 'fromdb'",
-        (KEY,),
-    )
+    insert_provider(pg_conn, "fromdb", fake_openai.base_url)
     write_yaml(
         yaml_dir,
         "10-yaml.yaml",
@@ -253,15 +243,7 @@ async def test_bridge_started_without_database_serves_yaml_then_picks_up_rows(
 async def test_failed_database_read_keeps_previous_rows_and_reports(
     nursery, tmp_path, yaml_dir, pg_conn, pg_migrated_dsn, fake_openai
 ) -> None:
-    pg_conn.execute(
-        "INSERT INTO ai_providers (name, type, base_url) VALUES ('kept', 'openai', %s)",
-        (fake_openai.base_url,),
-    )
-    pg_conn.execute(
-        "INSERT INTO ai_provider_keys (provider_id, api_key) "
-        "SELECT id, %s FROM ai_providers WHERE name = 'kept'",
-        (KEY,),
-    )
+    insert_provider(pg_conn, "kept", fake_openai.base_url)
     bridge = await start_bridge(nursery, yaml_dir, database_url=pg_migrated_dsn)
     await wait_status(bridge, "kept", 200)
     pg_conn.execute("ALTER TABLE ai_bridge_clients RENAME TO ai_bridge_clients_away")
@@ -285,19 +267,9 @@ async def test_rows_that_cannot_build_answer_503_while_others_serve(
     write_yaml(
         config, "b.yaml", "bridge: {auth: none, allow_byok: false, reload: {debounce: 20ms}}\n"
     )
-    for name, url in (
-        ("good", fake_openai.base_url),
-        ("badurl", "ftp://nowhere"),
-        ("nokeys", fake_openai.base_url),
-    ):
-        pg_conn.execute(
-            "INSERT INTO ai_providers (name, type, base_url) VALUES (%s, 'openai', %s)", (name, url)
-        )
-    pg_conn.execute(
-        "INSERT INTO ai_provider_keys (provider_id, api_key) "
-        "SELECT id, %s FROM ai_providers WHERE name in ('good', 'badurl')",
-        (KEY,),
-    )
+    insert_provider(pg_conn, "good", fake_openai.base_url)
+    insert_provider(pg_conn, "badurl", "ftp://nowhere")
+    insert_provider(pg_conn, "nokeys", fake_openai.base_url, key=None)
     bridge = await start_bridge(nursery, config, database_url=pg_migrated_dsn)
     await wait_status(bridge, "good", 200)
     for name in ("badurl", "nokeys"):
