@@ -16,7 +16,7 @@ from .asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, lifespan, read
 from .auth import Unauthenticated, authenticate
 from .errors import send_error
 from .headers import first
-from .paths import is_safe_path, split_provider
+from .paths import is_safe_path, is_safe_query, split_provider
 from .proxy import Exchange, run_exchange
 
 log = logging.getLogger("trio_bridge.http")
@@ -94,7 +94,8 @@ class BridgeApp:
         entry.credential = "byok" if caller.byok else "pool"
 
         name, rest = split_provider(path)
-        provider = snapshot.providers.get(name) if is_safe_path(path) else None
+        safe = is_safe_path(path) and is_safe_query(scope.get("query_string") or b"")
+        provider = snapshot.providers.get(name) if safe else None
         if (
             caller.byok
             and not bridge.allow_byok

@@ -57,13 +57,20 @@ _peek_decoder = msgspec.json.Decoder(Peek)
 
 
 def peek_body(body: bytes) -> Peek:
-    """``model`` and ``stream`` from a JSON object body; BodyError if unusable."""
+    """``model`` and ``stream`` from a JSON object body; BodyError if unusable.
+
+    Never raises anything else, whatever the bytes: invalid JSON, a value of the wrong type,
+    a number out of range in a peeked field, or nesting deeper than the decoder's recursion
+    limit (msgspec raises RecursionError before the C stack is at risk) all become BodyError.
+    """
     try:
         peek = _peek_decoder.decode(body)
     except msgspec.ValidationError:
         raise BodyError('request body must be a JSON object with a string "model"') from None
     except msgspec.DecodeError:
         raise BodyError("request body is not valid JSON") from None
+    except RecursionError:
+        raise BodyError("request body is nested too deeply") from None
     if not peek.model:
         raise BodyError('request body has no "model"')
     return peek

@@ -49,6 +49,9 @@ class _RespEvent(msgspec.Struct):
 _chat_decoder = msgspec.json.Decoder(_ChatChunk)
 _resp_decoder = msgspec.json.Decoder(_Response)
 _resp_event_decoder = msgspec.json.Decoder(_RespEvent)
+# A JSON object's members as their raw bytes: rewriting one member leaves the others untouched.
+_raw_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_TRUE = msgspec.Raw(b"true")
 
 
 def _chat_usage(u: _ChatUsage) -> Usage:
@@ -120,18 +123,32 @@ class OpenAIDialect(Dialect):
         return b"data: " + encode(payload) + b"\n\n"
 
     def prepare_body(self, route: Route, body: bytes, peek: Peek) -> tuple[bytes, bool]:
+        """Force ``stream_options.include_usage`` on streaming chat. Every value the client
+        sent travels as its own bytes (``1e999`` stays ``1e999``): nothing is re-encoded.
+        Never raises for a body ``peek_body`` accepted; if the body cannot be rewritten it
+        goes upstream unchanged (usage is then whatever the upstream reports)."""
         if route.endpoint != "chat_completions" or not peek.stream:
             return body, True
         options = peek.stream_options
-        if options is None:
+        if options is not None and options.get("include_usage") is True:
+            return body, True
+        if options is None and b'"stream_options"' not in body:
             # Common case: splice the option in rather than re-encoding the whole body.
             start = body.index(b"{") + 1
             return body[:start] + b'"stream_options":{"include_usage":true},' + body[start:], False
-        if options.get("include_usage") is True:
+        try:
+            fields = _raw_object.decode(body)
+            raw_options = fields.get("stream_options")
+            merged = (
+                _raw_object.decode(raw_options)
+                if options is not None and raw_options is not None
+                else {}
+            )
+        except (msgspec.DecodeError, RecursionError):
             return body, True
-        data = msgspec.json.decode(body)
-        data["stream_options"] = {**options, "include_usage": True}
-        return encode(data), False
+        merged["include_usage"] = _TRUE
+        fields["stream_options"] = msgspec.Raw(encode(merged))
+        return encode(fields), False
 
     def usage_from_body(self, route: Route, body: bytes) -> Usage | None:
         try:
