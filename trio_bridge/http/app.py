@@ -163,6 +163,7 @@ class BridgeApp:
                 path=path + ("?" + query.decode("latin-1") if query else ""),
                 request_headers=list(headers),
                 request_body=body,
+                provider_headers=frozenset(name for name, _ in provider.headers),
             )
         inflight = metrics.inflight_child(provider.name, route.template)
         inflight.inc()
