@@ -182,7 +182,7 @@ def test_sse_splitter_holds_back_an_incomplete_tail() -> None:
     assert splitter.tail == b"data: 2"
     assert splitter.feed(b"\n\n") == b"data: 2\n\n"
     assert list(iter_events(b"data: a\r\n\r\nevent: x\ndata: b\n\n")) == [
-        b"data: a\n\n",
+        b"data: a\r\n\r\n",
         b"event: x\ndata: b\n\n",
     ]
 
