@@ -116,8 +116,9 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 
 def failover_attempts(text: str, provider: str) -> float | None:
-    """Contract section 10 names it exactly ``key_pool_failover_attempts`` (no ``_total``)."""
-    return sample(text, "trio_bridge_key_pool_failover_attempts", provider=provider)
+    """A counter, so exposed as ``key_pool_failover_attempts_total`` (docs/metrics.md: the
+    contract's gauge name was renamed)."""
+    return sample(text, "trio_bridge_key_pool_failover_attempts_total", provider=provider)
 
 
 def sse_blocks(body: bytes) -> list[bytes]:

@@ -106,10 +106,11 @@ key_pool_exhaustions = Counter(
     ["provider", "outcome"],
     registry=REGISTRY,
 )
-# A gauge that only goes up: the contract names it without the ``_total`` a Counter would add.
-key_pool_failover = Gauge(
-    P + "key_pool_failover_attempts",
-    "Requests re-sent with the next key (monotonic)",
+# Exposed as ``trio_bridge_key_pool_failover_attempts_total`` (Prometheus naming for a
+# counter); until 0.1 it was a gauge named without ``_total`` (docs/metrics.md).
+key_pool_failover = Counter(
+    P + "key_pool_failover_attempts_total",
+    "Requests re-sent with the next key",
     ["provider"],
     registry=REGISTRY,
 )

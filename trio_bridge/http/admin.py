@@ -15,6 +15,7 @@ from ..sources.base import ReloadRequest
 from ..state import BridgeState
 from .asgi import Receive, Scope, Send, lifespan, send_response
 from .headers import first
+from .health import HEALTH_PATHS, health_answer
 
 
 def snapshot_document(snapshot: Snapshot, now: float) -> dict:
@@ -87,13 +88,8 @@ class AdminApp:
             return await send_response(
                 send, 200, body, content_type=b"text/plain; version=0.0.4; charset=utf-8"
             )
-        if path in ("/healthz", "/readyz"):
-            ready = path == "/healthz" or not self.state.draining
-            return await send_response(
-                send,
-                200 if ready else 503,
-                b'{"status":"ok"}' if ready else b'{"status":"draining"}',
-            )
+        if path in HEALTH_PATHS:
+            return await send_response(send, *health_answer(self.state, path))
         if not path.startswith("/-/"):
             return await send_response(
                 send, 404, b'{"error":{"message":"not found","type":"not_found_error"}}'

@@ -14,8 +14,9 @@ from ..state import BridgeState
 from .access import RequestLog, request_id_from
 from .asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, lifespan, read_body, send_response
 from .auth import Unauthenticated, authenticate
-from .errors import send_error
+from .errors import send_error, send_unavailable
 from .headers import first
+from .health import HEALTH_PATHS, health_answer
 from .paths import is_safe_path, is_safe_query, split_provider
 from .proxy import Exchange, run_exchange
 
@@ -39,10 +40,8 @@ class BridgeApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = raw_path.decode("latin-1")
-        if path == "/healthz":
-            return await send_response(send, 200, b'{"status":"ok"}')
-        if path == "/readyz":
-            return await self._readyz(send)
+        if path in HEALTH_PATHS:
+            return await send_response(send, *health_answer(self.state, path))
         snapshot = self.state.current
         headers = scope["headers"]
         log_entry = RequestLog(
@@ -57,14 +56,6 @@ class BridgeApp:
         finally:
             self.state.inflight -= 1
             log_entry.emit()
-
-    async def _readyz(self, send: Send) -> None:
-        state = self.state
-        if state.draining:
-            return await send_response(send, 503, b'{"status":"draining"}')
-        if not state.database_settled.is_set():
-            return await send_response(send, 503, b'{"status":"starting"}')
-        await send_response(send, 200, b'{"status":"ready"}')
 
     async def _bridge(
         self, scope, receive, send, snapshot, headers, path, entry: RequestLog
@@ -108,10 +99,12 @@ class BridgeApp:
         if provider is None or (route is None and provider.type is not None):
             return await fail(404, not_found, dialect)
         entry.provider = provider.name
-        if provider.status == "disabled":
-            return await fail(503, f'provider "{provider.name}" is disabled', dialect)
         if provider.status != "ok" or route is None:
-            return await fail(503, f'provider "{provider.name}" is misconfigured', dialect)
+            reason = "disabled" if provider.status == "disabled" else "misconfigured"
+            entry.status, entry.error = 503, f'provider "{provider.name}" is {reason}'
+            return await send_unavailable(
+                send, provider.name, reason, dialect=dialect, request_id=rid
+            )
         entry.route = route.template
 
         try:
