@@ -79,7 +79,7 @@ class Daemon:
             from .sources.postgres import PostgresSource
 
             self.database = PostgresSource(options.database_url)
-        self.upstreams = UpstreamClients()
+        self.upstreams = UpstreamClients(options.environ)
         self.reloader = Reloader(
             self.files,
             self.database,

@@ -17,7 +17,7 @@ from .masking import mask_secret
 from .providers import Dialect, dialect_for
 from .resilience.breaker import BreakerSet, BreakerSettings, ModelLabeler
 from .resilience.keypool import KeyPool, KeyStateRegistry, PoolKey
-from .upstream import UpstreamClient, UpstreamClients, UpstreamLimits
+from .upstream import UpstreamClient, UpstreamClients, UpstreamConfigError, UpstreamLimits
 
 NOT_SUPPORTED = "not supported in this version"
 
@@ -130,6 +130,7 @@ class _Build:
     providers: dict[str, Provider]
     clients: dict[str, UpstreamClient]
     secrets: list[tuple[str, str]]
+    ca_bundles: list[tuple[str, str]] = field(default_factory=list)
 
 
 def build_snapshot(
@@ -161,6 +162,8 @@ def build_snapshot(
         )
     for provider_name, secret in build.secrets:
         digest.update(hashlib.sha256(f"{provider_name}\0{secret}".encode()).digest())
+    for provider_name, pem in build.ca_bundles:
+        digest.update(hashlib.sha256(f"{provider_name}\0ca\0{pem}".encode()).digest())
     for client in inputs.clients:
         digest.update(msgspec.json.encode(client))
     for source in inputs.sources:
@@ -245,6 +248,20 @@ def _build_provider(
             dialect=dialect,
             error="no keys configured and allow_byok is false",
         )
+    ca_pem: str | None = None
+    if spec.ca_file is not None:
+        try:
+            ca_pem = resolve_key(spec.ca_file, secrets_dir, environ)
+        except KeyResolutionError as exc:
+            return Provider(
+                **common, enabled=True, status="error", dialect=dialect, error=f"ca_file: {exc}"
+            )
+    try:
+        upstream = upstreams.client_for(name, upstream_limits(bridge), ca_pem=ca_pem)
+    except UpstreamConfigError as exc:
+        return Provider(**common, enabled=True, status="error", dialect=dialect, error=str(exc))
+    if ca_pem is not None:
+        build.ca_bundles.append((name, ca_pem))
     build.secrets.extend((name, s) for s in secrets)
     pool = KeyPool(
         name,
@@ -255,7 +272,6 @@ def _build_provider(
             for i, s in enumerate(secrets)
         ],
     )
-    upstream = upstreams.client_for(name, upstream_limits(bridge))
     build.clients[name] = upstream
     breakers = resilience.breakers_for(name, (spec.type, spec.base_url), breaker_settings(bridge))
     headers = tuple((k.lower().encode(), v.encode()) for k, v in spec.headers.items())

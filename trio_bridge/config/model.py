@@ -80,10 +80,18 @@ class ProviderSpec(_Strict):
     keys: Annotated[list[KeyRef], Meta(max_length=MAX_KEYS)] = []
     headers: dict[str, str] = {}
     bedrock: BedrockSettings | None = None
+    # Extra CA bundle (PEM) trusted for this upstream's TLS, besides the system store.
+    ca_file: KeyRef | None = None
 
     def __post_init__(self) -> None:
         if self.type is UNSET or self.base_url is UNSET:
-            if self.enabled or self.keys or self.headers or self.bedrock is not None:
+            if (
+                self.enabled
+                or self.keys
+                or self.headers
+                or self.bedrock is not None
+                or self.ca_file is not None
+            ):
                 raise ValueError(
                     "expected type and base_url (only a switch-off entry, "
                     "name with enabled: false, may omit them)"

@@ -3,13 +3,11 @@ the answer back to the client as its bytes arrive."""
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-import httpx2
 import trio
 
 from .. import metrics
@@ -19,6 +17,16 @@ from ..providers.sse import EventSplitter, iter_events
 from ..resilience.breaker import is_breaker_failure
 from ..resilience.keypool import PoolKey, cooldown_from_headers
 from ..snapshot import Provider, Snapshot
+from ..upstream import (
+    URL,
+    ConnectError,
+    ConnectTimeout,
+    PoolTimeout,
+    Response,
+    UpstreamError,
+    UpstreamTimeout,
+    join_url,
+)
 from .access import RequestLog
 from .asgi import Send
 from .auth import Caller
@@ -63,16 +71,9 @@ async def _error(ex: Exchange, send: Send, status: int, message: str, **kw) -> N
     await send_error(send, status, message, **kw)
 
 
-def _url(provider: Provider, raw_tail: bytes) -> httpx2.URL:
-    return _join(provider.base_url or "", raw_tail)
-
-
-@functools.lru_cache(maxsize=4096)
-def _join(base_url: str, raw_tail: bytes) -> httpx2.URL:
-    """base_url's path + the raw tail, never normalised. Cached: httpx2 parses URLs slowly
-    (~30 us) and most requests repeat a handful of paths."""
-    base = httpx2.URL(base_url)
-    return base.copy_with(raw_path=base.raw_path.rstrip(b"/") + raw_tail)
+def _url(provider: Provider, raw_tail: bytes) -> URL:
+    """base_url's path + the raw tail, never normalised (cached)."""
+    return join_url(provider.base_url or "", raw_tail)
 
 
 class _Fail(Exception):
@@ -188,9 +189,7 @@ async def _attempts(
     return deadline
 
 
-async def _send_first_byte(
-    ex: Exchange, sending: Awaitable[httpx2.Response], timeout: float
-) -> httpx2.Response:
+async def _send_first_byte(ex: Exchange, sending: Awaitable[Response], timeout: float) -> Response:
     """Await the response head within ``timeout``; every failure becomes a ``_Fail``."""
     t0 = trio.current_time()
     try:
@@ -198,19 +197,19 @@ async def _send_first_byte(
             return await sending
     except trio.TooSlowError:
         raise _Fail(504, "upstream did not answer in time", True) from None
-    except httpx2.PoolTimeout:
+    except PoolTimeout:
         raise _Fail(503, "upstream connection pool exhausted", False) from None
-    except (httpx2.ConnectError, httpx2.ConnectTimeout):
+    except (ConnectError, ConnectTimeout):
         raise _Fail(502, "upstream unreachable", True) from None
-    except httpx2.TimeoutException:
+    except UpstreamTimeout:
         raise _Fail(504, "upstream timed out", True) from None
-    except httpx2.HTTPError as exc:
+    except UpstreamError as exc:
         raise _Fail(502, f"upstream failed ({type(exc).__name__})", False) from None
     finally:
         ex.upstream_wait += trio.current_time() - t0
 
 
-def _mark_key(ex: Exchange, key: PoolKey, response: httpx2.Response, now: float) -> None:
+def _mark_key(ex: Exchange, key: PoolKey, response: Response, now: float) -> None:
     pool = ex.provider.pool
     assert pool is not None
     if response.status_code == 429:
@@ -292,7 +291,7 @@ async def _exhausted(ex: Exchange, send: Send, now: float) -> None:
         )
 
 
-async def _relay(ex: Exchange, response: httpx2.Response, send: Send) -> None:
+async def _relay(ex: Exchange, response: Response, send: Send) -> None:
     content_type = response.headers.get("content-type", "")
     sse = content_type.startswith("text/event-stream")
     bridged = ex.route.bridged
@@ -323,9 +322,7 @@ async def _next_chunk(ex: Exchange, chunks) -> bytes | None:
         ex.upstream_wait += trio.current_time() - t0
 
 
-async def _relay_bytes(
-    ex: Exchange, response: httpx2.Response, send: Send, *, collect: bool
-) -> None:
+async def _relay_bytes(ex: Exchange, response: Response, send: Send, *, collect: bool) -> None:
     kept: list[bytes] = []
     size = sent = 0
     length = response.headers.get("content-length")
@@ -342,7 +339,7 @@ async def _relay_bytes(
             # With a declared length the client may hang up as soon as it has every byte.
             ex.finished = sent == declared
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except httpx2.HTTPError as exc:
+    except UpstreamError as exc:
         # The body cannot be completed honestly. Returning without the final message makes
         # hypercorn close the connection, so the client sees a truncated body, not a whole one.
         ex.log.error = f"upstream failed mid-body ({type(exc).__name__})"
@@ -355,7 +352,7 @@ async def _relay_bytes(
             ex.usage = usage
 
 
-async def _relay_sse(ex: Exchange, response: httpx2.Response, send: Send) -> None:
+async def _relay_sse(ex: Exchange, response: Response, send: Send) -> None:
     dialect = ex.provider.dialect
     assert dialect is not None
     splitter = EventSplitter()
@@ -375,7 +372,7 @@ async def _relay_sse(ex: Exchange, response: httpx2.Response, send: Send) -> Non
                 await send({"type": "http.response.body", "body": block, "more_body": True})
         if splitter.tail.strip():
             raise _StreamCut("upstream stream ended inside an event")
-    except (httpx2.HTTPError, _StreamCut) as exc:
+    except (UpstreamError, _StreamCut) as exc:
         ex.log.error = (
             str(exc)
             if isinstance(exc, _StreamCut)
