@@ -164,7 +164,7 @@ async def test_default_chain_loads_and_refreshes_in_a_thread_once_for_concurrent
 
     def refresh() -> dict:
         loads.append(threading.current_thread().name)
-        when = datetime.datetime.now(datetime.timezone.utc) + expiry[0]
+        when = datetime.datetime.now(datetime.UTC) + expiry[0]
         return {
             "access_key": f"ASIA{len(loads):016d}",
             "secret_key": "secret-value-xyz",
