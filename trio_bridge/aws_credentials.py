@@ -68,6 +68,7 @@ class DefaultChainCredentials:
                 self._creds, self._frozen = await trio.to_thread.run_sync(
                     self._load, abandon_on_cancel=True
                 )
+            assert self._frozen is not None
             return self._frozen
 
     def _refresh_due(self) -> bool:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 
 import msgspec
 
 _json = msgspec.json.Encoder()
-R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +149,7 @@ class Dialect:
         is always fresh). Raises AttemptError when it cannot be sent."""
         return attempt
 
-    def adapt_response(self, route: Route, response: R) -> R:
+    def adapt_response(self, route: Route, response: Any) -> Any:
         """The upstream response as the client's dialect speaks it (status, headers, body
         bytes), applied before key marking, breaker verdict and relay."""
         return response
