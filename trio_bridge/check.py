@@ -47,6 +47,7 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
                     "keys": len(p.pool.keys) if p.pool else 0,
                     "key_sources": list(p.key_sources),
                     "key_hints": [k.hint for k in p.pool.keys] if p.pool else [],
+                    **_bedrock(p),
                 }
                 for p in providers
             ],
@@ -62,5 +63,18 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
             line = f"  {p.name:<24} {p.type or '-':<10} {p.status:<9} {keys:<8} {p.source}"
             if p.error:
                 line += f"\n      error: {p.error}"
+            if _bedrock(p):
+                b = _bedrock(p)["bedrock"]
+                line += (
+                    f"\n      bedrock: region {b['region']}, model {b['model']}, "
+                    f"small_fast_model {b['small_fast_model'] or '-'}, "
+                    f"credentials {b['credentials']}"
+                )
             print(line)
     return 1 if failed else 0
+
+
+def _bedrock(p) -> dict:
+    """A Bedrock provider's region, models and credential source (never a secret)."""
+    info = getattr(p.dialect, "bedrock_info", None)
+    return {"bedrock": info.as_dict()} if info is not None else {}

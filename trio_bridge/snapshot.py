@@ -227,12 +227,8 @@ def _build_provider(
             **common, enabled=True, status="error", error=f"type {spec.type}: {NOT_SUPPORTED}"
         )
     if spec.bedrock is not None:
-        return Provider(
-            **common,
-            enabled=True,
-            status="error",
-            dialect=dialect,
-            error=f"bedrock: {NOT_SUPPORTED}",
+        return _build_bedrock(
+            spec, common, bridge, secrets_dir, environ, resilience, upstreams, build
         )
     secrets: list[str] = []
     try:
@@ -240,7 +236,7 @@ def _build_provider(
             secrets.append(resolve_key(ref, secrets_dir, environ))
     except KeyResolutionError as exc:
         return Provider(**common, enabled=True, status="error", dialect=dialect, error=str(exc))
-    if not secrets and not bridge.allow_byok:
+    if not secrets and not bridge.allow_byok and spec.type != "copilot":  # copilot: always BYOK
         return Provider(
             **common,
             enabled=True,
@@ -274,6 +270,106 @@ def _build_provider(
     )
     build.clients[name] = upstream
     breakers = resilience.breakers_for(name, (spec.type, spec.base_url), breaker_settings(bridge))
+    headers = tuple((k.lower().encode(), v.encode()) for k, v in spec.headers.items())
+    return Provider(
+        **common,
+        enabled=True,
+        status="ok",
+        dialect=dialect,
+        pool=pool,
+        upstream=upstream,
+        breakers=breakers,
+        headers=headers,
+    )
+
+
+def _build_bedrock(
+    spec: ProviderSpec,
+    common: dict,
+    bridge: BridgeSettings,
+    secrets_dir: Path | None,
+    environ: Mapping[str, str],
+    resilience: Resilience,
+    upstreams: UpstreamClients,
+    build: _Build,
+) -> Provider:
+    """An anthropic provider on AWS Bedrock: its own dialect instance (settings, credentials)
+    and a pool of one key standing for the AWS credentials (cooldowns, 429 handling)."""
+    from .aws_credentials import AwsKeys, DefaultChainCredentials, StaticCredentials
+    from .providers.bedrock import EXTRA_HINT, BedrockDialect, botocore_available
+
+    name = common["name"]
+    settings = spec.bedrock
+    assert settings is not None
+
+    def failed(reason: str) -> Provider:
+        return Provider(
+            **common,
+            enabled=True,
+            status="error",
+            dialect=dialect_for(str(spec.type)),
+            error=f"bedrock: {reason}",
+        )
+
+    if spec.type != "anthropic":
+        return failed("bedrock settings need type anthropic")
+    if spec.keys:
+        return failed("credentials go under bedrock (access_key, access_key_secret), not keys")
+    if not botocore_available():
+        return failed(f"botocore is not installed ({EXTRA_HINT})")
+    refs = (settings.access_key, settings.access_key_secret)
+    if (refs[0] is None) != (refs[1] is None):
+        return failed("access_key and access_key_secret go together")
+    if settings.session_token is not None and refs[0] is None:
+        return failed("session_token needs access_key and access_key_secret")
+    credentials: StaticCredentials | DefaultChainCredentials
+    if settings.access_key is not None and settings.access_key_secret is not None:
+        try:
+            access_key = resolve_key(settings.access_key, secrets_dir, environ)
+            secret = resolve_key(settings.access_key_secret, secrets_dir, environ)
+            token = (
+                resolve_key(settings.session_token, secrets_dir, environ)
+                if settings.session_token is not None
+                else None
+            )
+        except KeyResolutionError as exc:
+            return failed(str(exc))
+        described = [
+            f"access_key {settings.access_key.describe()}",
+            f"access_key_secret {settings.access_key_secret.describe()}",
+        ]
+        if settings.session_token is not None:
+            described.append(f"session_token {settings.session_token.describe()}")
+        credentials = StaticCredentials(AwsKeys(access_key, secret, token), ", ".join(described))
+        # The pool key's identity changes with any of the three values (a rotated secret
+        # starts fresh); the values themselves only enter the fingerprint, hashed.
+        digest = hashlib.sha256(f"{access_key}\0{secret}\0{token or ''}".encode()).hexdigest()
+        identity, hint = f"aws:{access_key}:{digest[:16]}", mask_secret(access_key)
+        build.secrets.extend((name, s) for s in (access_key, secret, token) if s)
+    else:
+        credentials = DefaultChainCredentials()
+        identity, hint = f"aws-default-chain:{settings.region}", "aws default chain"
+    build.secrets.append((name, identity))
+    dialect = BedrockDialect(
+        base_url=common["base_url"],
+        region=settings.region,
+        model=settings.model,
+        small_fast_model=settings.small_fast_model,
+        credentials=credentials,
+    )
+    pool = KeyPool(
+        name,
+        [
+            PoolKey(
+                index=0, secret=identity, hint=hint, state=resilience.keys.state_for(name, identity)
+            )
+        ],
+    )
+    upstream = upstreams.client_for(name, upstream_limits(bridge))
+    build.clients[name] = upstream
+    breakers = resilience.breakers_for(
+        name, (spec.type, common["base_url"]), breaker_settings(bridge)
+    )
     headers = tuple((k.lower().encode(), v.encode()) for k, v in spec.headers.items())
     return Provider(
         **common,

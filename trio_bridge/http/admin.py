@@ -53,6 +53,9 @@ def snapshot_document(snapshot: Snapshot, now: float) -> dict:
                 "keys": keys,
             }
         )
+        bedrock = getattr(p.dialect, "bedrock_info", None)
+        if bedrock is not None:  # region, models, credential source: never a secret
+            providers[-1]["bedrock"] = bedrock.as_dict()
     return {
         "version": snapshot.version,
         "built_at": snapshot.built_at,

@@ -4,6 +4,7 @@ table's checks in the contract's order (section 5)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import trio
 
@@ -13,7 +14,7 @@ from ..providers.base import BodyError, peek_body
 from ..state import BridgeState
 from .access import RequestLog, request_id_from
 from .asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, lifespan, read_body, send_response
-from .auth import Unauthenticated, authenticate
+from .auth import Caller, Unauthenticated, authenticate
 from .errors import send_error, send_unavailable
 from .headers import first
 from .health import HEALTH_PATHS, health_answer
@@ -125,6 +126,14 @@ class BridgeApp:
             model_label = provider.labeler.label(peek.model)
             entry.model = model_label
             body, wants_usage = dialect.prepare_body(route, body, peek)
+        if provider.type == "copilot":
+            # HOOK(copilot): the caller's own Authorization is the only upstream credential.
+            caller = copilot_caller(caller, headers, bridge.auth)
+            if not caller.byok:
+                return await fail(
+                    401, "copilot needs your own Authorization header (a Copilot token)", dialect
+                )
+            entry.credential = "byok"
         if not caller.byok and not provider.has_keys:
             return await fail(401, "this provider has no configured key; send your own", dialect)
 
@@ -172,6 +181,16 @@ class BridgeApp:
                 exchange.dump.status = entry.status or CLIENT_CLOSED
                 exchange.dump.error = entry.error
                 self.state.dumps.submit(bridge.api_dump_dir, exchange.dump)
+
+
+def copilot_caller(caller: Caller, headers: list, auth: str) -> Caller:
+    """Copilot takes only the caller's ``Authorization``: under ``auth: tokens`` when it is
+    not the bridge token (BYOK as usual), under ``auth: none`` whenever it is present."""
+    if auth == "none":
+        keep = frozenset((n, v) for n, v in headers if n == b"authorization")
+    else:
+        keep = frozenset(pair for pair in caller.keep_auth if pair[0] == b"authorization")
+    return replace(caller, byok=bool(keep), keep_auth=keep)
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, ex: Exchange) -> None:

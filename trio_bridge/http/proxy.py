@@ -12,7 +12,7 @@ import trio
 
 from .. import metrics
 from ..dumps import DumpCapture
-from ..providers.base import Peek, Route, Usage
+from ..providers.base import AttemptError, Peek, Route, UpstreamAttempt, Usage
 from ..providers.sse import EventSplitter, iter_events
 from ..resilience.breaker import is_breaker_failure
 from ..resilience.keypool import PoolKey, cooldown_from_headers
@@ -153,9 +153,24 @@ async def _attempts(
             ex.log.attempts += 1
             ex.log.key_hint = key.hint if key is not None else "byok"
             try:
+                # HOOK(dialect.prepare_attempt): per-attempt request transform (Bedrock: path,
+                # body rewrite, SigV4 signature); runs on every attempt so a retry re-signs.
+                attempt = await _prepare_attempt(ex, key, headers)
                 response = await _send_first_byte(
-                    ex, upstream.send(ex.method, url, headers, ex.body), bridge.first_byte_timeout
+                    ex,
+                    upstream.send(
+                        ex.method,
+                        url
+                        if attempt.raw_path == ex.upstream_raw_path
+                        else _url(provider, attempt.raw_path),
+                        attempt.headers,
+                        attempt.body,
+                    ),
+                    bridge.first_byte_timeout,
                 )
+                # HOOK(dialect.adapt_response): response transform before key marking, the
+                # breaker verdict and the relay (Bedrock: error mapping, event-stream -> SSE).
+                response = dialect.adapt_response(ex.route, response)
             except _Fail as fail:
                 verdict.report(fail.breaker_failure)
                 ex.log.error = fail.message
@@ -187,6 +202,17 @@ async def _attempts(
                 await response.aclose()
             return deadline
     return deadline
+
+
+async def _prepare_attempt(ex: Exchange, key: PoolKey | None, headers: Headers) -> UpstreamAttempt:
+    """The dialect's request for this attempt; its refusal becomes a ``_Fail``."""
+    dialect = ex.provider.dialect
+    assert dialect is not None
+    plain = UpstreamAttempt(ex.method, ex.upstream_raw_path, headers, ex.body, key is None)
+    try:
+        return await dialect.prepare_attempt(ex.route, plain)
+    except AttemptError as exc:
+        raise _Fail(exc.status, exc.message, False) from None
 
 
 async def _send_first_byte(ex: Exchange, sending: Awaitable[Response], timeout: float) -> Response:
@@ -378,7 +404,10 @@ async def _relay_sse(ex: Exchange, response: Response, send: Send) -> None:
             if isinstance(exc, _StreamCut)
             else (f"upstream stream failed ({type(exc).__name__})")
         )
-        event = dialect.stream_error_event(ex.route, "upstream stream interrupted", last_block)
+        # HOOK(dialect.adapt_response): a translated stream may carry its own error event.
+        event = getattr(exc, "error_event", None) or dialect.stream_error_event(
+            ex.route, "upstream stream interrupted", last_block
+        )
         await send({"type": "http.response.body", "body": event, "more_body": True})
     ex.finished = True  # set first: hypercorn may report the disconnect during this send
     await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -47,6 +48,27 @@ class Peek(msgspec.Struct):
     model: str | None = None
     stream: bool | None = None
     stream_options: dict | None = None
+
+
+@dataclass(slots=True)
+class UpstreamAttempt:
+    """One attempt's request as it will go upstream: ``raw_path`` (path + query) is appended
+    to the provider's base_url; ``byok`` when the caller's own key travels (no pool key)."""
+
+    method: str
+    raw_path: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    byok: bool = False
+
+
+class AttemptError(Exception):
+    """A request the dialect cannot send (e.g. no AWS credentials): answered with ``status``,
+    never a breaker failure."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class BodyError(Exception):
@@ -126,6 +148,18 @@ class Dialect:
 
     def usage_from_body(self, route: Route, body: bytes) -> Usage | None:
         return None
+
+    # --- per-attempt hooks (no-ops here; Bedrock rewrites, signs and translates) ---------
+
+    async def prepare_attempt(self, route: Route, attempt: UpstreamAttempt) -> UpstreamAttempt:
+        """The request to send for one attempt (called again on every retry, so a signature
+        is always fresh). Raises AttemptError when it cannot be sent."""
+        return attempt
+
+    def adapt_response(self, route: Route, response: Any) -> Any:
+        """The upstream response as the client's dialect speaks it (status, headers, body
+        bytes), applied before key marking, breaker verdict and relay."""
+        return response
 
     def usage_from_event(self, route: Route, event: bytes, usage: Usage) -> bool:
         """Fold one SSE event into ``usage``; True when the event is a usage-only chunk

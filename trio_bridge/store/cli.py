@@ -130,6 +130,10 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 def _provider_settings(args: argparse.Namespace, current: dict[str, Any]) -> dict[str, Any]:
     """Settings after applying the flags to ``current``."""
     settings = _settings_json(args.settings_json)
+    if getattr(args, "settings_file", None):
+        if settings is not None:
+            raise CliError("give --settings-json or --settings-file, not both")
+        settings = _settings_file(args.settings_file)
     settings = dict(current) if settings is None else settings
     headers = dict(settings.get("headers") or {})
     if getattr(args, "clear_headers", False):
@@ -152,9 +156,43 @@ def _provider_settings(args: argparse.Namespace, current: dict[str, Any]) -> dic
         )
         if v is not None
     }
+    for flag, field in (
+        ("bedrock_access_key", "access_key"),
+        ("bedrock_access_key_secret", "access_key_secret"),
+        ("bedrock_session_token", "session_token"),
+    ):
+        ref = getattr(args, flag, None)
+        if ref is not None:
+            bedrock[field] = _key_ref(ref, "--" + flag.replace("_", "-"))
     if bedrock:
         settings["bedrock"] = {**(settings.get("bedrock") or {}), **bedrock}
     return settings
+
+
+def _settings_file(path: str) -> dict[str, Any]:
+    """Settings from a JSON or YAML file (``{"headers": ..., "bedrock": ...}``)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not readable as UTF-8 text"
+        raise CliError(f"cannot read settings file {path}: {reason}") from None
+    try:
+        import yaml
+
+        value = yaml.safe_load(text)
+    except Exception:
+        raise CliError(f"--settings-file {path}: not valid JSON or YAML") from None
+    if not isinstance(value, dict):
+        raise CliError(f"--settings-file {path}: expected an object")
+    return value
+
+
+def _key_ref(text: str, flag: str) -> dict[str, str]:
+    """``env:NAME`` or ``file:PATH`` (a secret itself never goes on the command line)."""
+    kind, sep, where = text.partition(":")
+    if not sep or kind not in ("env", "file") or not where:
+        raise CliError(f"{flag}: expected env:NAME or file:PATH (relative to --secrets-dir)")
+    return {kind: where}
 
 
 def _show_provider(row: crud.ProviderRow) -> None:
@@ -384,9 +422,24 @@ def _provider_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
         metavar="JSON",
         help='all settings at once, e.g. {"headers": {...}, "bedrock": {...}}',
     )
+    parser.add_argument(
+        "--settings-file",
+        metavar="PATH",
+        help="all settings from a JSON or YAML file (instead of --settings-json)",
+    )
     parser.add_argument("--bedrock-region", metavar="REGION")
-    parser.add_argument("--bedrock-model", metavar="MODEL")
-    parser.add_argument("--bedrock-small-fast-model", metavar="MODEL")
+    parser.add_argument(
+        "--bedrock-model", metavar="MODEL", help="model id or inference profile ARN"
+    )
+    parser.add_argument(
+        "--bedrock-small-fast-model", metavar="MODEL", help="used for models named *haiku*"
+    )
+    for flag in ("access-key", "access-key-secret", "session-token"):
+        parser.add_argument(
+            f"--bedrock-{flag}",
+            metavar="REF",
+            help="env:NAME or file:PATH (default: the AWS default credential chain)",
+        )
 
 
 def add_commands(

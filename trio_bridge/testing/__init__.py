@@ -30,10 +30,17 @@ from .behaviours import (
 from .wire import ToolCall, Usage
 
 if TYPE_CHECKING:
+    from .fake_bedrock import BedrockError, FakeBedrock, StreamException, Throttled
+    from .fake_copilot import FakeCopilot
     from .fake_upstream import FakeUpstream
 
 __all__ = [
     "Answer",
+    "BedrockError",
+    "FakeBedrock",
+    "FakeCopilot",
+    "StreamException",
+    "Throttled",
     "Behaviour",
     "CutStream",
     "Fail",
@@ -55,4 +62,12 @@ def __getattr__(name: str) -> Any:
         from .fake_upstream import FakeUpstream
 
         return FakeUpstream
+    if name in ("FakeBedrock", "Throttled", "BedrockError", "StreamException"):
+        from . import fake_bedrock
+
+        return getattr(fake_bedrock, name)
+    if name == "FakeCopilot":
+        from .fake_copilot import FakeCopilot
+
+        return FakeCopilot
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
