@@ -37,6 +37,7 @@ from .protocol import (
     client_error_status,
     declared_length,
     decoded_path,
+    head_too_large,
     reason,
     response_has_length,
     split_target,
@@ -281,15 +282,23 @@ class _Connection:
                 if not conn.trailing_data[0] and not await self._wait_idle():
                     return None
                 deadline = trio.current_time() + limits.header_timeout
+            fed = 0
             with trio.move_on_at(deadline) as timer:
                 if not first:
                     event = conn.next_event()  # the bytes _wait_idle received
                 while event is h11.NEED_DATA:
-                    conn.receive_data(await self.stream.receive_some(limits.receive_size))
+                    data = await self.stream.receive_some(limits.receive_size)
+                    fed += len(data)
+                    conn.receive_data(data)
                     event = conn.next_event()
             if timer.cancelled_caught:
                 log.debug("header timeout from %s", _peer(self.scope_base["client"]))
                 return None
+            if fed > limits.max_head_bytes and type(event) is h11.Request:
+                if (error := head_too_large(event, limits)) is not None:
+                    raise error
+        elif type(event) is h11.Request and (error := head_too_large(event, limits)) is not None:
+            raise error  # a pipelined head, already buffered
         if type(event) is h11.Request:
             if wants_http10_keep_alive(event) and not self.group.draining:
                 allow_http10_keep_alive(conn)

@@ -138,6 +138,22 @@ def after_response(
     return AfterResponse.CLOSE
 
 
+def head_size(request: h11.Request) -> int:
+    """The request head's size on the wire (give or take optional whitespace). h11 bounds
+    only heads still incomplete, so one that arrived whole in a large read is measured."""
+    size = len(request.method) + len(request.target) + 13  # "M T HTTP/1.1\r\n" + "\r\n"
+    for name, value in request.headers.raw_items():
+        size += len(name) + len(value) + 4
+    return size
+
+
+def head_too_large(request: h11.Request, limits: Limits) -> h11.RemoteProtocolError | None:
+    """The 431 error for a head over ``limits.max_head_bytes``, else None."""
+    if head_size(request) > limits.max_head_bytes:
+        return h11.RemoteProtocolError("request head too large", error_status_hint=431)
+    return None
+
+
 def client_error_status(exc: h11.RemoteProtocolError) -> int:
     """The status to answer a malformed request with: 431 for an oversized head, else
     h11's hint (400, 505...)."""
