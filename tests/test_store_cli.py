@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from trio_bridge.config.model import BedrockSettings, KeyRef
-from trio_bridge.store.cli import main
+from trio_bridge.commands.store import main
 from trio_bridge.store.load import load_contents
 
 KEY = "sk-proj-THIS-IS-THE-SECRET-abcdef0123456789"
@@ -398,7 +398,7 @@ def test_subprocess_keys_add_and_clients_create(pg_migrated_dsn: str) -> None:
 
     def cli(*argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "trio_bridge.store.cli", *argv],
+            [sys.executable, "-m", "trio_bridge.commands.store", *argv],
             input=stdin,
             capture_output=True,
             text=True,

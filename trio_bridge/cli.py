@@ -46,8 +46,8 @@ def database_url(args: argparse.Namespace) -> str | None:
         or env("database_url_file")
     ):
         return None
-    from .store.cli import CliError
-    from .store.cli import database_url as resolve
+    from .commands.store import CliError
+    from .commands.store import database_url as resolve
 
     try:
         return resolve(args)
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check_config)
 
     try:
-        from .store.cli import add_commands
+        from .commands.store import add_commands
     except ImportError:  # pragma: no cover - store not installed
         pass
     else:

@@ -1,7 +1,7 @@
 """The ``db``, ``providers``, ``keys`` and ``clients`` commands (contract section 2).
 
 :func:`add_commands` plugs them into the main ``trio-bridge`` parser; every leaf command
-sets ``func(args) -> exit code``. ``python -m trio_bridge.store.cli`` runs them alone.
+sets ``func(args) -> exit code``. ``python -m trio_bridge.commands.store`` runs them alone.
 Exit codes: 0 done, 1 refused or failed (message on stderr), 2 usage error (argparse).
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ..masking import strip_userinfo
-from . import crud
-from .connect import connect
-from .errors import StoreError, database_errors
-from .migrations import LATEST_VERSION, migrate
+from ..store import crud
+from ..store.connect import connect
+from ..store.errors import StoreError, database_errors
+from ..store.migrations import LATEST_VERSION, migrate
 
 ENV_URL = "TRIO_BRIDGE_DATABASE_URL"
 ENV_URL_FILE = "TRIO_BRIDGE_DATABASE_URL_FILE"

@@ -1,0 +1,1 @@
+"""The ``trio-bridge`` commands, one module each (see :mod:`trio_bridge.commands.registry`)."""
