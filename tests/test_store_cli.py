@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from trio_bridge.config.model import BedrockSettings, KeyRef
 from trio_bridge.commands.store import main
+from trio_bridge.config.model import BedrockSettings, KeyRef
 from trio_bridge.store.load import load_contents
 
 KEY = "sk-proj-THIS-IS-THE-SECRET-abcdef0123456789"

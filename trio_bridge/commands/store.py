@@ -370,9 +370,15 @@ def database_options() -> argparse.ArgumentParser:
 def _provider_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
     parser.add_argument("name", metavar="NAME", help="provider name, the URL prefix")
     parser.add_argument(
-        "--type", choices=["openai", "anthropic", "copilot"], required=create, default=None
+        "--type",
+        choices=["openai", "anthropic", "copilot"],
+        required=create,
+        default=None,
+        help="API family",
     )
-    parser.add_argument("--base-url", metavar="URL", required=create, default=None)
+    parser.add_argument(
+        "--base-url", metavar="URL", required=create, default=None, help="upstream base URL"
+    )
     parser.add_argument(
         "--header",
         action="append",
@@ -384,9 +390,11 @@ def _provider_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
         metavar="JSON",
         help='all settings at once, e.g. {"headers": {...}, "bedrock": {...}}',
     )
-    parser.add_argument("--bedrock-region", metavar="REGION")
-    parser.add_argument("--bedrock-model", metavar="MODEL")
-    parser.add_argument("--bedrock-small-fast-model", metavar="MODEL")
+    parser.add_argument("--bedrock-region", metavar="REGION", help="Bedrock: AWS region")
+    parser.add_argument("--bedrock-model", metavar="MODEL", help="Bedrock: model id or ARN")
+    parser.add_argument(
+        "--bedrock-small-fast-model", metavar="MODEL", help="Bedrock: model for haiku requests"
+    )
 
 
 def add_commands(
@@ -426,13 +434,15 @@ def add_commands(
     p.add_argument("--disabled", action="store_true", help="create it disabled")
     p = leaf(providers, "update", cmd_providers_update, "change a provider")
     _provider_options(p, create=False)
-    p.add_argument("--rename", metavar="NEW_NAME")
-    p.add_argument("--remove-header", action="append", metavar="NAME")
-    p.add_argument("--clear-headers", action="store_true")
+    p.add_argument("--rename", metavar="NEW_NAME", help="new provider name")
+    p.add_argument(
+        "--remove-header", action="append", metavar="NAME", help="drop a header (repeatable)"
+    )
+    p.add_argument("--clear-headers", action="store_true", help="drop every extra header")
     p.add_argument("--no-bedrock", action="store_true", help="remove the bedrock settings")
     toggle = p.add_mutually_exclusive_group()
-    toggle.add_argument("--enable", action="store_true")
-    toggle.add_argument("--disable", action="store_true")
+    toggle.add_argument("--enable", action="store_true", help="enable it")
+    toggle.add_argument("--disable", action="store_true", help="disable it")
     for name, func, help in (
         ("delete", cmd_providers_delete, "delete a provider and its keys"),
         ("enable", cmd_providers_enable, "enable a provider"),
@@ -475,3 +485,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The commands-room entry point: ``db``, ``providers``, ``keys`` and ``clients``."""
+    add_commands(subparsers, argparse.ArgumentParser(add_help=False))

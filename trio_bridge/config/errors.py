@@ -6,8 +6,10 @@ import re
 
 import msgspec
 
+from ..errors import TrioBridgeError
 
-class ConfigError(Exception):
+
+class ConfigError(TrioBridgeError):
     """The config dir (or a row) cannot be used. The message is safe to print and log."""
 
 

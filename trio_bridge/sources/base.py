@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.model import BridgeSettings, ClientSpec, ProviderSpec
+from ..errors import TrioBridgeError
 
 
 @dataclass(frozen=True)
@@ -34,5 +35,5 @@ class SourceContents:
     digest: str | None = None
 
 
-class SourceError(Exception):
+class SourceError(TrioBridgeError):
     """A source failed to load. The message is safe to log: no secret, no file content."""

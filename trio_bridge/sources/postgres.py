@@ -98,10 +98,15 @@ class PostgresSource:
             ) from None
 
     def _load_sync(self) -> SourceContents:
-        return load_contents(
+        stored = load_contents(
             self._dsn,
             statement_timeout=self._statement_timeout,
             connect_timeout=self._connect_timeout,
+        )
+        return SourceContents(
+            providers=stored.providers,
+            invalid_providers=stored.invalid_providers,
+            clients=stored.clients,
         )
 
     # -- listening -----------------------------------------------------------------------
