@@ -360,6 +360,44 @@ def test_clients(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert [c.id for c in load_contents(dsn).clients] == ["bob"]
 
 
+def test_clients_rotate_delete_and_a_revoked_id_created_again(
+    dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def sha(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    code, out, err = run(capsys, "clients", "create", "alice")
+    assert code == 0, err
+    first = out.splitlines()[-1]
+    code, out, err = run(capsys, "clients", "rotate", "alice")
+    assert code == 0, err
+    second = out.splitlines()[-1]
+    assert second.startswith("tb-") and second != first and out.count(second) == 1
+    assert "old one no longer works" in out
+    (client,) = load_contents(dsn).clients
+    assert client.token_sha256 == sha(second)
+    code, out, _ = run(capsys, "clients", "rotate", "alice", "--json")
+    third = json.loads(out)["token"]
+    assert [c.token_sha256 for c in load_contents(dsn).clients] == [sha(third)]
+
+    assert run(capsys, "clients", "revoke", "alice")[0] == 0
+    code, _, err = run(capsys, "clients", "rotate", "alice")
+    assert code == 1 and 'client "alice" is revoked' in err
+    code, _, err = run(capsys, "clients", "create", "alice")
+    assert code == 1 and "delete it first (trio-bridge clients delete alice)" in err
+
+    code, out, _ = run(capsys, "clients", "delete", "alice")
+    assert (code, out.strip()) == (0, 'deleted client "alice"')
+    code, out, err = run(capsys, "clients", "create", "alice")
+    assert code == 0, err
+    fourth = out.splitlines()[-1]
+    assert [c.token_sha256 for c in load_contents(dsn).clients] == [sha(fourth)]
+
+    for command in ("delete", "rotate"):
+        code, _, err = run(capsys, "clients", command, "nobody")
+        assert (code, err.strip()) == (1, 'error: unknown client "nobody"')
+
+
 def test_database_url_sources(
     pg_migrated_dsn: str,
     capsys: pytest.CaptureFixture[str],

@@ -218,10 +218,10 @@ def resolve_environment(
                 from_env[action.dest] = name
             else:
                 setattr(args, action.dest, _default(action))
-        for group in groups:
-            names = [from_env[a.dest] for a in group if a.dest in from_env]
-            if len(names) > 1:
-                raise UsageError(f"{' and '.join(names)}: set only one of them")
+        for group in groups:  # either/or options: the first one whose variable is set wins
+            chosen = [a for a in group if a.dest in from_env]
+            for action in chosen[1:]:
+                setattr(args, action.dest, _default(action))
         for action in _options(p):
             if getattr(action, _REQUIRED, False) and getattr(args, action.dest, None) is None:
                 raise UsageError(

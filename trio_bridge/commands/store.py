@@ -347,6 +347,25 @@ def cmd_clients_revoke(args: argparse.Namespace, conn: Any) -> int:
     return 0
 
 
+@_command
+def cmd_clients_rotate(args: argparse.Namespace, conn: Any) -> int:
+    row, token = crud.rotate_client(conn, args.id)
+    if args.json:
+        _print_json({**row.to_json(), "token": token})
+    else:
+        print(f'rotated the token of client "{row.id}"; the old one no longer works.')
+        print("Its new token (shown only once, store it now):")
+        print(token)
+    return 0
+
+
+@_command
+def cmd_clients_delete(args: argparse.Namespace, conn: Any) -> int:
+    row = crud.delete_client(conn, args.id)
+    print(f'deleted client "{row.id}"')
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -470,6 +489,11 @@ def add_commands(
     p.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="repeatable")
     json_flag(p)
     p = leaf(clients, "revoke", cmd_clients_revoke, "revoke a client's token")
+    p.add_argument("id", metavar="ID")
+    p = leaf(clients, "rotate", cmd_clients_rotate, "give a client a new token; prints it once")
+    p.add_argument("id", metavar="ID")
+    json_flag(p)
+    p = leaf(clients, "delete", cmd_clients_delete, "delete a client (its id can be reused)")
     p.add_argument("id", metavar="ID")
 
 
