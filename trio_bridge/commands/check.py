@@ -38,7 +38,11 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
     try:
         contents = FileSource(config_dir, secrets_dir).load_sync()
     except SourceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        errors = str(exc).splitlines()
+        if as_json:
+            print(json.dumps({"ok": False, "errors": errors, "providers": []}, indent=2))
+        for line in errors:
+            print(f"error: {line}", file=sys.stderr)
         return 1
     inputs = merge(None, contents, (SourceStatus("files", None, None),))
     snapshot, _ = build_snapshot(
@@ -54,6 +58,7 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
     if as_json:
         doc = {
             "ok": not failed,
+            "errors": [],
             "auth": snapshot.bridge.auth,
             "clients": len(snapshot.clients),
             "providers": [
