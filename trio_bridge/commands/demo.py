@@ -86,7 +86,7 @@ PY
 
 # The bridge's snapshot and metrics:
 curl -s http://{admin}/-/snapshot
-curl -s http://{admin}/metrics | head -n 20
+curl -s http://{admin}/metrics
 
 # Stop the demo with Ctrl-C.
 """
