@@ -68,7 +68,15 @@ def test_concurrent_migrations_in_threads(pg_dsn: str) -> None:
 
 
 def test_concurrent_migrations_in_processes(pg_dsn: str) -> None:
-    cmd = [sys.executable, "-m", "trio_bridge.store.cli", "db", "migrate", "--database-url", pg_dsn]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trio_bridge.commands.store",
+        "db",
+        "migrate",
+        "--database-url",
+        pg_dsn,
+    ]
     procs = [
         subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(3)

@@ -14,6 +14,7 @@ import trio
 
 from . import metrics
 from .dumps import DumpWriter
+from .errors import TrioBridgeError
 from .http.admin import AdminApp
 from .http.app import BridgeApp
 from .masking import redact_dsn
@@ -46,7 +47,7 @@ class ServeOptions:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
 
-class StartupError(Exception):
+class StartupError(TrioBridgeError):
     """The daemon cannot start (invalid config dir, refused auth: none). Safe to print."""
 
 

@@ -17,6 +17,7 @@ from .masking import mask_secret
 from .providers import Dialect, dialect_for
 from .resilience.breaker import BreakerSet, BreakerSettings, ModelLabeler
 from .resilience.keypool import KeyPool, KeyStateRegistry, PoolKey
+from .sources.base import ConnectionState
 from .upstream import UpstreamClient, UpstreamClients, UpstreamConfigError, UpstreamLimits
 
 NOT_SUPPORTED = "not supported in this version"
@@ -51,6 +52,7 @@ class SourceStatus:
     name: str
     loaded_at: float | None
     error: str | None
+    connection: ConnectionState | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,7 +169,7 @@ def build_snapshot(
     for client in inputs.clients:
         digest.update(msgspec.json.encode(client))
     for source in inputs.sources:
-        digest.update(f"{source.name}\0{source.error}".encode())
+        digest.update(f"{source.name}\0{source.error}\0{source.connection}".encode())
     resilience.keys.retain(build.secrets)
     resilience.retain(set(build.providers))
     snapshot = Snapshot(

@@ -10,7 +10,7 @@ import trio
 
 from .. import metrics
 from ..masking import strip_userinfo
-from ..snapshot import Snapshot
+from ..snapshot import Snapshot, SourceStatus
 from ..sources.base import ReloadRequest
 from ..state import BridgeState
 from .asgi import Receive, Scope, Send, lifespan, send_response
@@ -59,11 +59,21 @@ def snapshot_document(snapshot: Snapshot, now: float) -> dict:
     return {
         "version": snapshot.version,
         "built_at": snapshot.built_at,
-        "sources": [
-            {"name": s.name, "loaded_at": s.loaded_at, "error": s.error} for s in snapshot.sources
-        ],
+        "sources": [_source_document(s) for s in snapshot.sources],
         "providers": providers,
     }
+
+
+def _source_document(source: SourceStatus) -> dict:
+    """One ``sources[]`` entry; ``connection`` only for sources with a live connection."""
+    doc: dict = {"name": source.name, "loaded_at": source.loaded_at, "error": source.error}
+    if source.connection is not None:
+        doc["connection"] = {
+            "state": source.connection.state,
+            "since": round(source.connection.since, 3),
+            "last_error": source.connection.last_error,
+        }
+    return doc
 
 
 class AdminApp:

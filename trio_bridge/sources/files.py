@@ -79,7 +79,8 @@ class FileSource:
         )
 
     async def load(self) -> SourceContents:
-        contents = await trio.to_thread.run_sync(self.load_sync)
+        # A stalled mount must not hold a reload past its deadline: abandon the thread.
+        contents = await trio.to_thread.run_sync(self.load_sync, abandon_on_cancel=True)
         self.watch_dirs(contents.watch_dirs)
         return contents
 

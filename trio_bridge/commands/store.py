@@ -1,7 +1,7 @@
 """The ``db``, ``providers``, ``keys`` and ``clients`` commands (contract section 2).
 
 :func:`add_commands` plugs them into the main ``trio-bridge`` parser; every leaf command
-sets ``func(args) -> exit code``. ``python -m trio_bridge.store.cli`` runs them alone.
+sets ``func(args) -> exit code``. ``python -m trio_bridge.commands.store`` runs them alone.
 Exit codes: 0 done, 1 refused or failed (message on stderr), 2 usage error (argparse).
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ..masking import strip_userinfo
-from . import crud
-from .connect import connect
-from .errors import StoreError, database_errors
-from .migrations import LATEST_VERSION, migrate
+from ..store import crud
+from ..store.connect import connect
+from ..store.errors import StoreError, database_errors
+from ..store.migrations import LATEST_VERSION, migrate
 
 ENV_URL = "TRIO_BRIDGE_DATABASE_URL"
 ENV_URL_FILE = "TRIO_BRIDGE_DATABASE_URL_FILE"
@@ -385,6 +385,25 @@ def cmd_clients_revoke(args: argparse.Namespace, conn: Any) -> int:
     return 0
 
 
+@_command
+def cmd_clients_rotate(args: argparse.Namespace, conn: Any) -> int:
+    row, token = crud.rotate_client(conn, args.id)
+    if args.json:
+        _print_json({**row.to_json(), "token": token})
+    else:
+        print(f'rotated the token of client "{row.id}"; the old one no longer works.')
+        print("Its new token (shown only once, store it now):")
+        print(token)
+    return 0
+
+
+@_command
+def cmd_clients_delete(args: argparse.Namespace, conn: Any) -> int:
+    row = crud.delete_client(conn, args.id)
+    print(f'deleted client "{row.id}"')
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -408,9 +427,15 @@ def database_options() -> argparse.ArgumentParser:
 def _provider_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
     parser.add_argument("name", metavar="NAME", help="provider name, the URL prefix")
     parser.add_argument(
-        "--type", choices=["openai", "anthropic", "copilot"], required=create, default=None
+        "--type",
+        choices=["openai", "anthropic", "copilot"],
+        required=create,
+        default=None,
+        help="API family",
     )
-    parser.add_argument("--base-url", metavar="URL", required=create, default=None)
+    parser.add_argument(
+        "--base-url", metavar="URL", required=create, default=None, help="upstream base URL"
+    )
     parser.add_argument(
         "--header",
         action="append",
@@ -427,18 +452,16 @@ def _provider_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
         metavar="PATH",
         help="all settings from a JSON or YAML file (instead of --settings-json)",
     )
-    parser.add_argument("--bedrock-region", metavar="REGION")
+    parser.add_argument("--bedrock-region", metavar="REGION", help="Bedrock: AWS region")
+    parser.add_argument("--bedrock-model", metavar="MODEL", help="Bedrock: model id or ARN")
     parser.add_argument(
-        "--bedrock-model", metavar="MODEL", help="model id or inference profile ARN"
-    )
-    parser.add_argument(
-        "--bedrock-small-fast-model", metavar="MODEL", help="used for models named *haiku*"
+        "--bedrock-small-fast-model", metavar="MODEL", help="Bedrock: model for haiku requests"
     )
     for flag in ("access-key", "access-key-secret", "session-token"):
         parser.add_argument(
             f"--bedrock-{flag}",
             metavar="REF",
-            help="env:NAME or file:PATH (default: the AWS default credential chain)",
+            help="Bedrock credentials: env:NAME or file:PATH (else the AWS default chain)",
         )
 
 
@@ -479,13 +502,15 @@ def add_commands(
     p.add_argument("--disabled", action="store_true", help="create it disabled")
     p = leaf(providers, "update", cmd_providers_update, "change a provider")
     _provider_options(p, create=False)
-    p.add_argument("--rename", metavar="NEW_NAME")
-    p.add_argument("--remove-header", action="append", metavar="NAME")
-    p.add_argument("--clear-headers", action="store_true")
+    p.add_argument("--rename", metavar="NEW_NAME", help="new provider name")
+    p.add_argument(
+        "--remove-header", action="append", metavar="NAME", help="drop a header (repeatable)"
+    )
+    p.add_argument("--clear-headers", action="store_true", help="drop every extra header")
     p.add_argument("--no-bedrock", action="store_true", help="remove the bedrock settings")
     toggle = p.add_mutually_exclusive_group()
-    toggle.add_argument("--enable", action="store_true")
-    toggle.add_argument("--disable", action="store_true")
+    toggle.add_argument("--enable", action="store_true", help="enable it")
+    toggle.add_argument("--disable", action="store_true", help="disable it")
     for name, func, help in (
         ("delete", cmd_providers_delete, "delete a provider and its keys"),
         ("enable", cmd_providers_enable, "enable a provider"),
@@ -514,6 +539,11 @@ def add_commands(
     json_flag(p)
     p = leaf(clients, "revoke", cmd_clients_revoke, "revoke a client's token")
     p.add_argument("id", metavar="ID")
+    p = leaf(clients, "rotate", cmd_clients_rotate, "give a client a new token; prints it once")
+    p.add_argument("id", metavar="ID")
+    json_flag(p)
+    p = leaf(clients, "delete", cmd_clients_delete, "delete a client (its id can be reused)")
+    p.add_argument("id", metavar="ID")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -528,3 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The commands-room entry point: ``db``, ``providers``, ``keys`` and ``clients``."""
+    add_commands(subparsers, argparse.ArgumentParser(add_help=False))
