@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from trio_bridge.store.cli import main
 
 from trio_bridge.cli import main as bridge_main
+from trio_bridge.commands.store import main
 from trio_bridge.config.model import BedrockSettings, KeyRef
 from trio_bridge.store.load import load_contents
 

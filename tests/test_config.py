@@ -10,7 +10,7 @@ import pytest
 
 from trio_bridge.config import ConfigError, load_config_dir
 from trio_bridge.config.durations import parse_duration
-from trio_bridge.config.model import KeyRef
+from trio_bridge.config.model import KeyRef, ProviderSpec
 from trio_bridge.config.secrets import KeyResolutionError, resolve_key
 
 SECRET = "sk-live-DO-NOT-PRINT-0123456789abcdef"
@@ -134,8 +134,9 @@ def test_every_schema_error_of_every_file_is_reported(tmp_path: Path) -> None:
     assert info.value.errors == (
         "10-a.yaml: $.bridge.max_inflight: expected an integer",
         "10-a.yaml: $.bridge.reload.debounce: expected a duration such as 250ms, 10s or 5m",
-        "10-a.yaml: $.providers[1]: unknown field (expected only name, type, base_url, "
-        "enabled, keys, headers, bedrock)",
+        "10-a.yaml: $.providers[1]: unknown field (expected only "
+        + ", ".join(ProviderSpec.__struct_fields__)
+        + ")",
         "10-a.yaml: $.providers[1].name: expected a string matching ^[a-z0-9]+(-[a-z0-9]+)*$",
         "10-a.yaml: $.providers[1].base_url: expected a string matching ^https?://",
         "10-a.yaml: $.providers[2].keys[0]: expected exactly one of env, file, value",
