@@ -162,5 +162,5 @@ class RecordedRequest:
         """The body parsed as JSON, or None when it is empty or not JSON."""
         try:
             return json.loads(self.body) if self.body else None
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting: not JSON a fake can read
             return None
