@@ -48,6 +48,7 @@ class Recorder:
         self._wake = trio.Event()
         self._emptied = trio.Event()
         self._progress = trio.Event()
+        self._retry_now = trio.Event()
         self._flushing = False
         self.written = 0
         self.dropped = 0
@@ -130,7 +131,8 @@ class Recorder:
                         exc,
                         len(self._pending),
                     )
-                await trio.sleep(delay)
+                with trio.move_on_after(delay):
+                    await self._retry_now.wait()  # flush() cuts the backoff short
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
             if delay != BACKOFF_FIRST:
@@ -173,6 +175,8 @@ class Recorder:
         seconds; what is still queued then is reported (and lost at exit)."""
         self._flushing = True
         self._wake.set()
+        self._retry_now.set()  # a batch waiting out its backoff is retried at once
+        self._retry_now = trio.Event()
         with trio.move_on_after(timeout):
             while self._pending:
                 await self._emptied.wait()
