@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_commands(commands, argparse.ArgumentParser(add_help=False))
+    from .commands import usage as usage_command  # recording: the usage command
+
+    usage_command.add_parser(commands)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The ``trio-bridge`` subcommands, one module each."""
