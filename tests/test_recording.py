@@ -615,3 +615,40 @@ async def test_client_kind_is_guessed_from_the_user_agent() -> None:
     assert client_kind("curl/8.5.0") == "curl"
     assert client_kind(None) == "unknown"
     assert client_kind("something-else/1") == "unknown"
+
+
+async def test_metrics_count_tokens_apart_and_show_the_recorder_and_process(
+    nursery, tmp_path, fake_openai, fake_anthropic, pg_migrated_dsn
+) -> None:
+    from trio_bridge import metrics
+
+    write_yaml(tmp_path, "b.yaml", config(fake_openai, fake_anthropic))
+    bridge = await start_bridge(nursery, tmp_path, database_url=pg_migrated_dsn)
+    child = metrics.tokens_child("openai", "gpt-4.1", "input")
+    cache = metrics.tokens_child("openai", "gpt-4.1", "cache_read")
+    written = metrics.recorder_written._value.get()
+    before = (child._value.get(), cache._value.get())
+    fake_openai.behave(Answer(usage=Usage(100, 7, cache_read_tokens=40)))
+    async with client() as c:
+        r = await c.post(
+            bridge.url + "/openai/v1/chat/completions",
+            headers=AUTH,
+            json={"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert r.status_code == 200
+        with trio.fail_after(10):
+            await bridge.daemon.state.recorder.wait_written(1)
+        text = (await c.get(bridge.admin + "/metrics")).text
+    # OpenAI's prompt_tokens (100) include the 40 cached: input counts the other 60
+    assert (child._value.get() - before[0], cache._value.get() - before[1]) == (60, 40)
+    assert metrics.recorder_written._value.get() - written == 1
+    for name in (
+        "trio_bridge_recorder_queue_depth 0.0",
+        "trio_bridge_recorder_written_total",
+        "trio_bridge_recorder_dropped_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "python_info",
+        "python_gc_collections_total",
+    ):
+        assert name in text, name
