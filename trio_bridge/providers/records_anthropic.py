@@ -91,10 +91,10 @@ class MessagesTap(Tap):
                     call.final = msgspec.json.encode(block.input).decode()
         elif ev.type == "content_block_delta" and ev.delta is not None:
             if ev.delta.type == "input_json_delta" and ev.delta.partial_json:
-                call = self._calls.get(ev.index)
-                if call is not None:
-                    call.final = None
-                    call.parts.append(ev.delta.partial_json)
+                open_call = self._calls.get(ev.index)
+                if open_call is not None:
+                    open_call.final = None
+                    open_call.parts.append(ev.delta.partial_json)
 
     def _tools_from_body(self, body: bytes) -> list[ToolUse]:
         return [
