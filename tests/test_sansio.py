@@ -171,7 +171,11 @@ def test_auth_none_marks_byok_by_the_bridge_token_header_alone() -> None:
     caller = authenticate(
         h(("X-Trio-Bridge-Token", "anything"), ("X-Api-Key", "sk-own")), auth="none", clients={}
     )
-    assert caller.actor == "anonymous" and caller.byok and caller.keep_auth == {(b"x-api-key", b"sk-own")}
+    assert (
+        caller.actor == "anonymous"
+        and caller.byok
+        and caller.keep_auth == {(b"x-api-key", b"sk-own")}
+    )
     plain = authenticate(h(("Authorization", "Bearer sdk-dummy")), auth="none", clients={})
     assert not plain.byok
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import trio
 
-from . import metrics
+from . import metrics, tracing
 from .dumps import DumpWriter
 from .errors import TrioBridgeError
 from .http.admin import AdminApp
 from .http.app import BridgeApp
 from .masking import redact_dsn
+from .recording.recorder import Recorder
 from .reload import FIRST_DATABASE_LOAD_TIMEOUT, Reloader
 from .server import HTTPServer, Limits, TCPListener, format_address, open_tcp_listeners
 from .sources.base import ReloadRequest, SourceError
@@ -119,6 +120,10 @@ class Daemon:
             await root.start(self.upstreams.run)
             state.dumps = DumpWriter()
             await root.start(state.dumps.run)
+            # recording hook: the recorder's writer task and the tracer
+            state.recorder = Recorder(opts.database_url, lambda: state.current.bridge.recording)
+            await root.start(state.recorder.run)
+            state.tracing = tracing.from_environ(opts.environ)
             await root.start(self.reloader.run, self._reload_receive)
             await root.start(self.files.watch, self._reload_send.clone())
             if self.database is not None:
@@ -165,6 +170,9 @@ class Daemon:
                 )
                 task_status.started(addresses)
             log.info("listeners closed; exiting")
+            await state.recorder.flush(opts.shutdown_grace)  # recording hook: drain the queue
+            if state.tracing is not None:  # tracing hook: export the last spans
+                await trio.to_thread.run_sync(state.tracing.shutdown, abandon_on_cancel=True)
             root.cancel_scope.cancel()
 
     async def _first_database_load(self, state: BridgeState) -> None:

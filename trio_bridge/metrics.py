@@ -146,6 +146,19 @@ recorder_queue_depth = Gauge(
 recorder_dropped = Counter(
     P + "recorder_dropped_total", "Usage records dropped (queue full)", registry=REGISTRY
 )
+recorder_written = Counter(
+    P + "recorder_written_total", "Usage records written to the database or file", registry=REGISTRY
+)
+recorder_records = Counter(
+    P + "recorder_records_total",
+    "Usage records produced (written, queued, dropped or only counted)",
+    registry=REGISTRY,
+)
+recorder_write_errors = Counter(
+    P + "recorder_write_errors_total",
+    "Batches of usage records that failed to be written (and are retried)",
+    registry=REGISTRY,
+)
 
 
 def cached(factory: Callable[..., object]) -> Callable[..., object]:
@@ -248,3 +261,15 @@ async def render() -> bytes:
     if _collector is not None:
         _collector.refresh()
     return await trio.to_thread.run_sync(generate_latest, REGISTRY)
+
+
+def _register_standard_collectors() -> None:
+    """The standard ``process_*`` and ``python_*`` collectors, on our registry."""
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+    ProcessCollector(registry=REGISTRY)
+    PlatformCollector(registry=REGISTRY)
+    GCCollector(registry=REGISTRY)
+
+
+_register_standard_collectors()

@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "check",  # check-config
     "store",  # db, providers, keys, clients
+    "usage",
 )
 
 

@@ -128,6 +128,17 @@ class ReloadSettings(_Strict):
     resync_every: Duration = Duration(300)
 
 
+class RecordingSettings(_Strict):
+    """``bridge.recording``: usage records (contract section 8)."""
+
+    enabled: bool = True
+    queue: PositiveInt = 10_000
+    batch: PositiveInt = 500
+    flush_every: Duration = Duration(1)
+    prompts: bool = True
+    file: Annotated[str, Meta(min_length=1)] | None = None
+
+
 class BridgeSettings(_Strict):
     auth: Literal["tokens", "none"] = "tokens"
     allow_byok: bool = True
@@ -142,6 +153,7 @@ class BridgeSettings(_Strict):
     stream_idle_timeout: Duration = Duration(120)
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     reload: ReloadSettings = ReloadSettings()
+    recording: RecordingSettings = RecordingSettings()
 
 
 class ConfigFile(_Strict):

@@ -11,6 +11,7 @@ import trio
 from .. import metrics
 from ..dumps import DumpCapture
 from ..providers.base import BodyError, peek_body
+from ..recording.tap import new_tap
 from ..state import BridgeState
 from .access import RequestLog, request_id_from
 from .asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, lifespan, read_body, send_response
@@ -157,6 +158,7 @@ class BridgeApp:
             model_label=model_label,
             log=entry,
         )
+        exchange.tap = new_tap(self.state, exchange)  # recording hook: records and spans
         if bridge.api_dump_dir and self.state.dumps is not None:
             exchange.dump = DumpCapture(
                 request_id=entry.request_id,
@@ -177,6 +179,8 @@ class BridgeApp:
         finally:
             inflight.dec()
             _observe(exchange)
+            if exchange.tap is not None:  # recording hook: the final record, spans end
+                exchange.tap.finish()
             if exchange.dump is not None and self.state.dumps is not None:
                 exchange.dump.status = entry.status or CLIENT_CLOSED
                 exchange.dump.error = entry.error

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -32,6 +33,9 @@ from .asgi import Send
 from .auth import Caller
 from .errors import send_error
 from .headers import Headers, actor_headers, client_response_headers, upstream_request_headers
+
+if TYPE_CHECKING:
+    from ..recording.tap import ExchangeTap
 
 # Only blocks carrying a usage object are parsed: with include_usage forced, OpenAI puts
 # "usage":null on every chunk, which needs no look.
@@ -63,6 +67,7 @@ class Exchange:
     usage: Usage = field(default_factory=Usage)
     upstream_wait: float = 0.0
     dump: DumpCapture | None = None
+    tap: ExchangeTap | None = None  # recording hook: records and spans (recording/tap.py)
 
 
 async def _error(ex: Exchange, send: Send, status: int, message: str, **kw) -> None:
@@ -152,6 +157,8 @@ async def _attempts(
                 ex.dump.request_headers = headers
             ex.log.attempts += 1
             ex.log.key_hint = key.hint if key is not None else "byok"
+            if ex.tap is not None:  # recording hook: attempt start (adds traceparent)
+                ex.tap.attempt(headers)
             try:
                 # HOOK(dialect.prepare_attempt): per-attempt request transform (Bedrock: path,
                 # body rewrite, SigV4 signature); runs on every attempt so a retry re-signs.
@@ -186,6 +193,8 @@ async def _attempts(
             status = response.status_code
             if key is not None and status in (429, 401):
                 await response.aclose()
+                if ex.tap is not None:  # recording hook: an answer not relayed
+                    ex.tap.answered(status)
                 _mark_key(ex, key, response, trio.current_time())
                 tried.add(key.index)
                 key = provider.pool.pick(trio.current_time(), tried)
@@ -373,9 +382,12 @@ async def _relay_bytes(ex: Exchange, response: Response, send: Send, *, collect:
     ex.finished = True  # set first: hypercorn may report the disconnect during this send
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     if collect and kept and ex.provider.dialect is not None:
-        usage = ex.provider.dialect.usage_from_body(ex.route, b"".join(kept))
+        body = b"".join(kept)
+        usage = ex.provider.dialect.usage_from_body(ex.route, body)
         if usage is not None:
             ex.usage = usage
+        if ex.tap is not None:  # recording hook: the whole blocking body (tool calls)
+            ex.tap.body(body)
 
 
 async def _relay_sse(ex: Exchange, response: Response, send: Send) -> None:
@@ -389,6 +401,8 @@ async def _relay_sse(ex: Exchange, response: Response, send: Send) -> None:
             block = splitter.feed(chunk)
             if not block:
                 continue
+            if ex.tap is not None:  # recording hook: each relayed SSE block (tool calls)
+                ex.tap.block(block)
             if _USAGE_OBJECT.search(block) is not None:
                 block = _fold_usage(ex, block)
             last_block = block or last_block

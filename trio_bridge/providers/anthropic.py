@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from .base import Dialect, Route, RouteTable, Usage, encode, error_kind
+from .records_anthropic import fold_usage
 from .sse import event_data
 
 MESSAGES = Route("messages", "/v1/messages", True)
@@ -12,36 +13,20 @@ MESSAGES = Route("messages", "/v1/messages", True)
 _KINDS = {502: "api_error", 503: "overloaded_error", 504: "api_error", 413: "request_too_large"}
 
 
-class _Usage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-
-
 class _Message(msgspec.Struct):
-    usage: _Usage | None = None
+    usage: dict | None = None
 
 
 class _Event(msgspec.Struct):
     type: str | None = None
     message: _Message | None = None
-    usage: _Usage | None = None
+    usage: dict | None = None
 
 
 _message_decoder = msgspec.json.Decoder(_Message)
 _event_decoder = msgspec.json.Decoder(_Event)
-
-
-def _fold(into: Usage, u: _Usage) -> None:
-    if u.input_tokens is not None:
-        into.input = u.input_tokens
-    if u.output_tokens is not None:
-        into.output = u.output_tokens
-    if u.cache_read_input_tokens is not None:
-        into.cache_read = u.cache_read_input_tokens
-    if u.cache_creation_input_tokens is not None:
-        into.cache_write = u.cache_creation_input_tokens
+# Usage as recorded (cache kept apart, extra fields): see records_anthropic.
+_fold = fold_usage
 
 
 class AnthropicDialect(Dialect):

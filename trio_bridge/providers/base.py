@@ -22,12 +22,16 @@ class Route:
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts read from an upstream answer (None: not reported)."""
+    """Token counts read from an upstream answer (None: not reported).
+
+    ``input`` excludes cached tokens in every dialect; ``extra`` keeps the provider's other
+    usage fields under their own names (``reasoning_tokens`` lifted to the top level)."""
 
     input: int | None = None
     output: int | None = None
     cache_read: int | None = None
     cache_write: int | None = None
+    extra: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, int]:
         return {

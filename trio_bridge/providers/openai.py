@@ -14,31 +14,20 @@ from .base import (
     error_kind,
     last_sequence_number,
 )
+from .records_openai import chat_usage, responses_usage
 from .sse import event_data
 
 CHAT = Route("chat_completions", "/v1/chat/completions", True)
 RESPONSES = Route("responses", "/v1/responses", True)
 
 
-class _ChatUsage(msgspec.Struct):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    prompt_tokens_details: dict | None = None
-
-
 class _ChatChunk(msgspec.Struct):
     choices: list | None = None
-    usage: _ChatUsage | None = None
-
-
-class _RespUsage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    input_tokens_details: dict | None = None
+    usage: dict | None = None
 
 
 class _Response(msgspec.Struct):
-    usage: _RespUsage | None = None
+    usage: dict | None = None
 
 
 class _RespEvent(msgspec.Struct):
@@ -52,24 +41,9 @@ _resp_event_decoder = msgspec.json.Decoder(_RespEvent)
 # A JSON object's members as their raw bytes: rewriting one member leaves the others untouched.
 _raw_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _TRUE = msgspec.Raw(b"true")
-
-
-def _chat_usage(u: _ChatUsage) -> Usage:
-    cached = (u.prompt_tokens_details or {}).get("cached_tokens")
-    return Usage(
-        input=u.prompt_tokens,
-        output=u.completion_tokens,
-        cache_read=cached if isinstance(cached, int) else None,
-    )
-
-
-def _resp_usage(u: _RespUsage) -> Usage:
-    cached = (u.input_tokens_details or {}).get("cached_tokens")
-    return Usage(
-        input=u.input_tokens,
-        output=u.output_tokens,
-        cache_read=cached if isinstance(cached, int) else None,
-    )
+# Usage as recorded (input without cached tokens, extra fields): see records_openai.
+_chat_usage = chat_usage
+_resp_usage = responses_usage
 
 
 class OpenAIDialect(Dialect):
@@ -181,7 +155,7 @@ class OpenAIDialect(Dialect):
 
 
 def _merge(into: Usage, new: Usage) -> None:
-    for field in ("input", "output", "cache_read", "cache_write"):
+    for field in ("input", "output", "cache_read", "cache_write", "extra"):
         value = getattr(new, field)
         if value is not None:
             setattr(into, field, value)
