@@ -39,6 +39,7 @@ class ServeOptions:
     shutdown_grace: float = 30.0
     allow_open_listen: bool = False
     force_polling: bool = False
+    handle_signals: bool = True  # False: no signal handlers (an embedded bridge, e.g. tests)
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
 
@@ -120,7 +121,8 @@ class Daemon:
                 root.start_soon(self._listen_database)  # never hold start-up for the database
             else:
                 state.database_settled.set()
-            root.start_soon(self._signals)
+            if opts.handle_signals:
+                root.start_soon(self._signals)
             bridge_app = BridgeApp(state)
             admin_app = AdminApp(state, self.request_reload, opts.admin_token)
             async with trio.open_nursery() as servers:
