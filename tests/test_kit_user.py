@@ -117,6 +117,38 @@ async def test_a_429_cooldown_on_the_first_key_ends_with_mock_clock_jump(
         await client.close()
 
 
+async def test_an_open_breaker_half_opens_after_mock_clock_jump(
+    nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    fake = await serving(nursery)
+    breaker = {"enabled": True, "failure_threshold": 2, "timeout": "30s"}
+    async with open_bridge(config(fake, KEY_1, circuit_breaker=breaker)) as bridge:
+        client = sdk(bridge.base_url("openai"))
+        fake.behave(*[Fail(503)] * 10)
+        # While failing, let time move on its own: a retry backoff sleeps on this clock.
+        mock_clock.autojump_threshold = 0.05
+        for _ in range(6):
+            seen = fake.request_count
+            with pytest.raises(openai.APIStatusError) as caught:
+                await client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+            if fake.request_count == seen:  # refused without asking the upstream: open
+                break
+        else:
+            pytest.fail("the breaker never opened")
+        assert caught.value.status_code == 503
+        assert caught.value.response.headers["retry-after"] == "30"
+        mock_clock.autojump_threshold = math.inf  # frozen again: only jump() moves it
+
+        fake.clear()
+        with pytest.raises(openai.APIStatusError):  # still open
+            await client.chat.completions.create(model="gpt-4o-mini", messages=HI)
+        assert fake.request_count == seen
+        mock_clock.jump(30)
+        await client.chat.completions.create(model="gpt-4o-mini", messages=HI)  # half-open
+        assert fake.request_count == seen + 1
+        await client.close()
+
+
 async def test_with_every_key_cooling_the_sdk_sees_429_until_the_clock_moves(
     nursery, mock_clock: trio.testing.MockClock
 ) -> None:
@@ -303,3 +335,33 @@ async def test_fake_pacing_runs_on_the_callers_clock(nursery, autojump_clock) ->
         async with http.stream("POST", "/chat/completions", json=body) as r:
             arrivals = [trio.current_time() - start async for _ in r.aiter_raw()]
     assert math.isclose(arrivals[-1], 10.0 * (fake.sent_events - 1), abs_tol=0.5)
+
+
+async def test_a_database_url_serves_its_rows_from_the_first_request(
+    nursery, pg_migrated_dsn: str
+) -> None:
+    import psycopg
+
+    fake = await serving(nursery)
+
+    def insert(name: str, key: str) -> None:
+        with psycopg.connect(pg_migrated_dsn, autocommit=True) as conn:
+            conn.execute(
+                "WITH p AS (INSERT INTO ai_providers (id, name, type, base_url)"
+                " VALUES (gen_random_uuid(), %s, 'openai', %s) RETURNING id)"
+                " INSERT INTO ai_provider_keys (id, provider_id, api_key)"
+                " SELECT gen_random_uuid(), id, %s FROM p",
+                (name, fake.base_url, key),
+            )
+
+    await trio.to_thread.run_sync(insert, "from-db", KEY_1)
+    cfg = {"bridge": {"auth": "none", "reload": {"debounce": "0s"}}}
+    async with open_bridge(cfg, database_url=pg_migrated_dsn) as bridge:
+        assert bridge.provider("from-db")["source"] == "database"
+        await sdk(bridge.base_url("from-db")).chat.completions.create(
+            model="gpt-4o-mini", messages=HI
+        )
+        assert fake.last_request.key == KEY_1
+        await trio.to_thread.run_sync(insert, "later", KEY_2)
+        await bridge.reload()  # a full reload re-reads the database too
+        assert bridge.provider("later")["status"] == "ok"

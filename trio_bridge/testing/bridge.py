@@ -296,7 +296,7 @@ async def open_bridge(
             finally:
                 stopped.set()
 
-        body_error: Exception | None = None
+        body_error: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
                 try:
@@ -311,8 +311,9 @@ async def open_bridge(
                     await daemon.state.database_settled.wait()
                     try:
                         yield handle
-                    except Exception as exc:
-                        body_error = exc
+                    except BaseException as exc:  # noqa: BLE001 - re-raised at once
+                        if not isinstance(exc, trio.Cancelled):
+                            body_error = exc  # pytest.fail() and skip() are BaseExceptions
                         raise
                     finally:
                         nursery.cancel_scope.cancel()
