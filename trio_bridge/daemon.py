@@ -45,6 +45,7 @@ class ServeOptions:
     max_connections: int = 10000
     proxy_listen: str | None = None  # stored only; proxy mode (contract section 11) comes later
     force_polling: bool = False
+    handle_signals: bool = True  # False: no signal handlers (an embedded bridge, e.g. tests)
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
 
@@ -131,7 +132,8 @@ class Daemon:
                 root.start_soon(self._listen_database)  # never hold start-up for the database
             else:
                 state.database_settled.set()
-            root.start_soon(self._signals)
+            if opts.handle_signals:
+                root.start_soon(self._signals)
             limits = Limits(
                 header_timeout=opts.header_timeout,
                 keepalive_timeout=opts.keepalive_timeout,

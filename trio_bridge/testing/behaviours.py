@@ -48,7 +48,8 @@ class Answer:
     defaults (``default_chunks``, ``default_pace``, ``default_first_byte_delay``).
     ``usage`` replaces the computed token counts; ``tool_call`` answers with a tool
     call instead of text; ``stall_after=k`` sends k events then goes silent (the
-    connection stays open).
+    connection stays open); ``text`` replaces the default text ("Hello from the fake
+    ... upstream."), cut into ``chunks`` deltas when streamed.
     """
 
     chunks: int | None = None
@@ -58,6 +59,7 @@ class Answer:
     tool_call: ToolCall | None = None
     stall_after: int | None = None
     stream: bool | None = None
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,3 +166,10 @@ class RecordedRequest:
             return json.loads(self.body) if self.body else None
         except (ValueError, RecursionError):  # deep nesting: not JSON a fake can read
             return None
+
+    @property
+    def model(self) -> str | None:
+        """The body's ``model`` (a JSON object's string field), or None."""
+        payload = self.json
+        model = payload.get("model") if isinstance(payload, dict) else None
+        return model if isinstance(model, str) else None

@@ -13,10 +13,13 @@ closes the listener and every connection.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import fnmatch
 import signal
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -44,6 +47,16 @@ __all__ = ["FakeUpstream", "main"]
 _CHAT, _RESPONSES, _MESSAGES = "chat", "responses", "messages"
 
 
+@dataclass
+class _Rule:
+    """A scripted behaviour: requests for which ``match(request, number)`` holds get
+    ``behaviour``, ``remaining`` more times (None: forever)."""
+
+    match: Callable[[RecordedRequest, int], bool]
+    behaviour: Behaviour
+    remaining: int | None
+
+
 def _carried_keys(headers: Sequence[tuple[str, str]]) -> tuple[str | None, str | None]:
     """The ``Authorization: Bearer`` token and the ``X-Api-Key`` value, each or None."""
     bearer = api_key = None
@@ -63,8 +76,11 @@ class FakeUpstream:
 
     Without instructions it answers like the real API (see :mod:`.wire`). ``behave``
     queues behaviours for the next requests; ``behave_for_key`` makes one sticky for
-    a key; a per-key behaviour wins over the queue and does not consume it. When
-    ``valid_keys`` is set, a request carrying none of them gets 401 before anything else.
+    a key; ``behave_for_model``, ``behave_on`` and ``behave_when`` script requests by
+    model, by call number or by any predicate. For each request the first of these that
+    applies wins: ``valid_keys`` (when set, a request carrying none of them gets 401),
+    the per-key behaviour, the scripted rules in the order given, the queue, the normal
+    answer. Only the queue and rules with ``times`` are consumed.
     """
 
     def __init__(
@@ -93,6 +109,7 @@ class FakeUpstream:
         self.valid_keys: Collection[str] | None = None
         self._queue: deque[Behaviour] = deque()
         self._per_key: dict[str, Behaviour] = {}
+        self._rules: list[_Rule] = []
         self._change: trio.Event | None = None
         self._rid_header = "request-id" if dialect == "anthropic" else "x-request-id"
 
@@ -127,10 +144,61 @@ class FakeUpstream:
         """Every request carrying ``key`` (Bearer token or X-Api-Key) gets ``behaviour``."""
         self._per_key[key] = behaviour
 
+    def behave_when(
+        self,
+        predicate: Callable[[RecordedRequest], bool],
+        behaviour: Behaviour,
+        *,
+        times: int | None = None,
+    ) -> None:
+        """Requests for which ``predicate(request)`` is true get ``behaviour`` (only the next
+        ``times`` such requests when given). The predicate sees the request as recorded."""
+        self._add_rule(lambda rec, _n: predicate(rec), behaviour, times)
+
+    def behave_for_model(
+        self, model: str, behaviour: Behaviour, *, times: int | None = None
+    ) -> None:
+        """Requests whose body ``model`` matches ``model`` (a glob: ``"gpt-4o*"``) get
+        ``behaviour`` (the next ``times`` of them when given)."""
+        self._add_rule(
+            lambda rec, _n: rec.model is not None and fnmatch.fnmatchcase(rec.model, model),
+            behaviour,
+            times,
+        )
+
+    def behave_on(self, number: int, behaviour: Behaviour) -> None:
+        """The ``number``-th request this fake receives (1-based, counting every request
+        since it was made, those already served included) gets ``behaviour``."""
+        if number < 1:
+            raise ValueError("request numbers start at 1")
+        self._add_rule(lambda _rec, n: n == number, behaviour, 1)
+
+    def _add_rule(
+        self,
+        match: Callable[[RecordedRequest, int], bool],
+        behaviour: Behaviour,
+        times: int | None,
+    ) -> None:
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1 (or None: every matching request)")
+        self._rules.append(_Rule(match, behaviour, times))
+
+    def _scripted(self, rec: RecordedRequest, number: int) -> Behaviour | None:
+        """The first rule matching request ``number``, consumed when it has ``times``."""
+        for rule in self._rules:
+            if rule.match(rec, number):
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                    if rule.remaining == 0:
+                        self._rules.remove(rule)
+                return rule.behaviour
+        return None
+
     def clear(self) -> None:
-        """Forget queued and per-key behaviours (recorded requests stay)."""
+        """Forget queued, per-key and scripted behaviours (recorded requests stay)."""
         self._queue.clear()
         self._per_key.clear()
+        self._rules.clear()
 
     @property
     def first_byte_delay(self) -> float:
@@ -197,6 +265,8 @@ class FakeUpstream:
             await self._error(resp, 401)
             return
         behaviour = self._per_key.get(bearer or "") or self._per_key.get(api_key or "")
+        if behaviour is None and self._rules:
+            behaviour = self._scripted(rec, self.request_count)
         if behaviour is None and self._queue:
             behaviour = self._queue.popleft()
         await self._apply(behaviour, rec, resp)
@@ -376,6 +446,14 @@ class FakeUpstream:
         c = wire.make_completion(
             self.dialect, model, payload, chunks=chunks, usage=usage, tool_call=tool_call
         )
+        text = getattr(answer, "text", None)
+        if text is not None and tool_call is None:
+            pieces = wire.split_text(text, chunks)
+            c = dataclasses.replace(
+                c,
+                pieces=pieces,
+                usage=usage or wire.Usage(wire.estimate_input_tokens(payload), len(pieces)),
+            )
 
         if not streaming:
             if kind == _MESSAGES:
