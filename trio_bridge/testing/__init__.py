@@ -36,9 +36,9 @@ from .behaviours import (
 from .wire import ToolCall, Usage
 
 if TYPE_CHECKING:
+    from .bridge import BridgeConfigError, BridgeHandle, open_bridge
     from .fake_bedrock import BedrockError, FakeBedrock, StreamException, Throttled
     from .fake_copilot import FakeCopilot
-    from .bridge import BridgeConfigError, BridgeHandle, open_bridge
     from .fake_upstream import FakeUpstream
 
 __all__ = [
