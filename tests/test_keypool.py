@@ -75,7 +75,7 @@ def test_shorter_cooldown_never_shortens_one_in_force() -> None:
     k0 = pool.keys[0]
     assert pool.mark_rate_limited(k0, 100.0, 65.0) is True
     assert pool.mark_rate_limited(k0, 101.0, 15.0) is False  # arrives during the 65 s one
-    assert k0.state.cooling_until == 165.0
+    assert k0.state.until() == 165.0
     assert picked(pool, 164.9) == 1
     assert picked(pool, 165.0) == 0
 
@@ -303,7 +303,7 @@ def test_pick_is_first_key_not_cooling_and_cooldowns_never_shrink(
             promised[index] = max(promised[index], now + amount)
 
         for i, k in enumerate(pool.keys):
-            assert k.state.cooling_until >= promised[i]
+            assert k.state.until() >= promised[i]
         free = [i for i in range(N_KEYS) if now >= promised[i]]
         assert picked(pool, now) == (free[0] if free else None)
         free_untried = [i for i in free if i not in tried]
