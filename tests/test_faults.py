@@ -88,6 +88,13 @@ class Harness:
 
         return await trio.to_thread.run_sync(run)
 
+    def drop_client(self) -> None:
+        """Forget the SDK client (and its kept-alive connections): after a long clock jump
+        the bridge has closed them."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
     async def metrics(self) -> str:
         threshold, self.clock.autojump_threshold = self.clock.autojump_threshold, math.inf
         try:
@@ -138,6 +145,8 @@ async def harness(nursery, tmp_path: Path, clock):
         provider_extra: str = "",
         bridge: str = "",
     ) -> Harness:
+        # pytest-trio installs a clock only when the test itself names the fixture.
+        assert trio.lowlevel.current_clock() is clock, "the test must request `clock`"
         primary = await nursery.start(FakeUpstream(dialect).serve)
         backup = await nursery.start(FakeUpstream(dialect).serve)
         name, b_name = unique("flt"), unique("bak")
@@ -192,7 +201,7 @@ def chat_stream_text(client: openai.OpenAI) -> tuple[str, dict[str, str]]:
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
 async def test_01_429_with_retry_after_then_healthy_is_served_by_the_next_key(
-    harness, fallback: bool
+    harness, clock, fallback: bool
 ) -> None:
     h = await harness(fallback=fallback)
     h.primary.behave(RateLimited(retry_after="2"))
@@ -206,6 +215,7 @@ async def test_01_429_with_retry_after_then_healthy_is_served_by_the_next_key(
 
 async def test_01b_429_with_a_short_retry_after_on_the_only_free_key_is_waited_out(
     harness,
+    clock,
 ) -> None:
     h = await harness(fallback=True)
     h.primary.behave(RateLimited(retry_after="60"))
@@ -222,7 +232,7 @@ async def test_01b_429_with_a_short_retry_after_on_the_only_free_key_is_waited_o
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
-async def test_02_429_every_time_without_retry_after(harness, fallback: bool) -> None:
+async def test_02_429_every_time_without_retry_after(harness, clock, fallback: bool) -> None:
     h = await harness(fallback=fallback)
     h.primary.behave_for_model(MODEL, RateLimited(), sticky=True)
     t0 = trio.current_time()
@@ -252,7 +262,7 @@ async def test_02_429_every_time_without_retry_after(harness, fallback: bool) ->
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
-async def test_03_500_once_is_retried_on_the_same_upstream(harness, fallback: bool) -> None:
+async def test_03_500_once_is_retried_on_the_same_upstream(harness, clock, fallback: bool) -> None:
     h = await harness(fallback=fallback)
     h.primary.behave(Fail(500))
     raw = await h.sdk(chat)
@@ -264,7 +274,7 @@ async def test_03_500_once_is_retried_on_the_same_upstream(harness, fallback: bo
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
-async def test_04_503_every_time(harness, fallback: bool) -> None:
+async def test_04_503_every_time(harness, clock, fallback: bool) -> None:
     h = await harness(fallback=fallback)
     h.primary.behave_for_model(MODEL, Fail(503, "overloaded, sorry"), sticky=True)
     t0 = trio.current_time()
@@ -288,7 +298,7 @@ async def test_04_503_every_time(harness, fallback: bool) -> None:
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
-async def test_05_reset_before_the_head_is_retried(harness, fallback: bool) -> None:
+async def test_05_reset_before_the_head_is_retried(harness, clock, fallback: bool) -> None:
     h = await harness(fallback=fallback)
     h.primary.behave(Reset())
     raw = await h.sdk(chat)
@@ -303,7 +313,7 @@ async def test_05_reset_before_the_head_is_retried(harness, fallback: bool) -> N
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
-async def test_06_an_upstream_that_never_answers(harness, fallback: bool) -> None:
+async def test_06_an_upstream_that_never_answers(harness, clock, fallback: bool) -> None:
     h = await harness(fallback=fallback, bridge="first_byte_timeout: 10s")
     h.primary.behave_for_model(MODEL, SlowFirstByte(math.inf), sticky=True)
     t0 = trio.current_time()
@@ -327,7 +337,7 @@ async def test_06_an_upstream_that_never_answers(harness, fallback: bool) -> Non
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
 async def test_07_first_token_after_20s_with_first_token_timeout_10s(
-    harness, fallback: bool
+    harness, clock, fallback: bool
 ) -> None:
     h = await harness(fallback=fallback, provider_extra="first_token_timeout: 10s")
     h.backup.default_chunks = 6
@@ -360,7 +370,7 @@ async def test_07_first_token_after_20s_with_first_token_timeout_10s(
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
 async def test_08_stream_cut_after_40_of_60_tokens_ends_with_an_error(
-    harness, fallback: bool
+    harness, clock, fallback: bool
 ) -> None:
     h = await harness(fallback=fallback)
     h.primary.behave(CutStream(after_chunks=41, chunks=60))  # the role chunk, then 40 tokens
@@ -381,7 +391,7 @@ async def test_08_stream_cut_after_40_of_60_tokens_ends_with_an_error(
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
 async def test_09_stream_stalling_after_20_tokens_ends_after_stream_idle_timeout(
-    harness, fallback: bool
+    harness, clock, fallback: bool
 ) -> None:
     h = await harness(fallback=fallback, bridge="stream_idle_timeout: 5s")
     h.primary.behave(Answer(stream=True, chunks=60, stall_after=21))
@@ -403,7 +413,7 @@ async def _raw_stream(h: Harness) -> tuple[httpx2.Response, bytes]:
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
 async def test_10_a_malformed_event_mid_stream_is_relayed_and_the_stream_completes(
-    harness, fallback: bool
+    harness, clock, fallback: bool
 ) -> None:
     h = await harness(fallback=fallback)
     h.primary.behave(Answer(stream=True, chunks=6, malformed_after=3))
@@ -423,7 +433,7 @@ async def test_10_a_malformed_event_mid_stream_is_relayed_and_the_stream_complet
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
 async def test_11_a_complete_stream_without_done_is_delivered_with_its_usage(
-    harness, fallback: bool
+    harness, clock, fallback: bool
 ) -> None:
     h = await harness(fallback=fallback)
     h.primary.behave(Answer(stream=True, chunks=6, omit_terminal=True))
@@ -463,7 +473,7 @@ async def test_11_a_complete_stream_without_done_is_delivered_with_its_usage(
     [None, "context_length: false", "context_length: true"],
     ids=["alone", "fallback-without-context-length", "fallback-with-context-length"],
 )
-async def test_12_context_length_exceeded(harness, entry: str | None) -> None:
+async def test_12_context_length_exceeded(harness, clock, entry: str | None) -> None:
     h = await harness(fallback=entry is not None, entry=entry or "")
     h.primary.behave(ContextLengthExceeded())
     if entry == "context_length: true":
@@ -485,7 +495,7 @@ async def test_12_context_length_exceeded(harness, entry: str | None) -> None:
 @pytest.mark.parametrize("dialect", ["openai", "anthropic"])
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
 async def test_13_a_content_policy_refusal_is_one_attempt_and_never_a_fallback(
-    harness, fallback: bool, dialect: str
+    harness, clock, fallback: bool, dialect: str
 ) -> None:
     h = await harness(fallback=fallback, dialect=dialect, entry="context_length: true")
     h.primary.behave(ContentPolicy())
@@ -507,7 +517,7 @@ async def test_13_a_content_policy_refusal_is_one_attempt_and_never_a_fallback(
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["alone", "with-fallback"])
 async def test_14_a_fallback_rejecting_an_assistant_prefill_is_never_masked_as_success(
-    harness, fallback: bool
+    harness, clock, fallback: bool
 ) -> None:
     h = await harness(fallback=fallback, dialect="anthropic")
     h.primary.behave_for_model(CLAUDE, Fail(529), sticky=True)
@@ -565,6 +575,7 @@ async def test_15_an_outage_then_recovery(harness, clock, fallback: bool) -> Non
         assert statuses == [503] * 5  # the upstream's 503, then the open circuit's
     h.primary.clear()  # the primary recovers
     clock.jump(3600)  # within the breaker's timeout of recovering, it is used again
+    h.drop_client()
     for _ in range(3):
         raw = await h.sdk(chat)
         assert raw.status_code == 200 and raw.headers[SERVED_BY] == f"{h.name}/{MODEL}"
@@ -582,7 +593,7 @@ async def test_15_an_outage_then_recovery(harness, clock, fallback: bool) -> Non
         assert reasons == {"server_error": 1, "breaker_open": 4}
 
 
-async def test_16_a_served_fallback_names_its_model_and_gets_the_usage(harness) -> None:
+async def test_16_a_served_fallback_names_its_model_and_gets_the_usage(harness, clock) -> None:
     h = await harness(fallback=True)
     h.primary.behave_for_model(MODEL, Fail(502), sticky=True)
     raw = await h.sdk(chat)
