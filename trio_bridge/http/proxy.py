@@ -436,6 +436,7 @@ def _transport_outcome(exc: BaseException) -> tuple[Outcome, str]:
 
 # Exceptions an upstream read may raise (mid-body); the h11 pool swap changes this one line.
 UPSTREAM_ERRORS: tuple[type[BaseException], ...] = (httpx2.HTTPError,)
+_HEAD_ERRORS: tuple[type[BaseException], ...] = (trio.TooSlowError, *UPSTREAM_ERRORS)
 
 _STATUS_OF = {
     Kind.TIMEOUT: 504,
@@ -456,7 +457,7 @@ async def _first_byte(
     try:
         with trio.fail_after(timeout):
             return await sending
-    except (trio.TooSlowError, *UPSTREAM_ERRORS) as exc:
+    except _HEAD_ERRORS as exc:
         raise _NoHead(*_transport_outcome(exc)) from None
     finally:
         ex.upstream_wait += trio.current_time() - t0
@@ -735,7 +736,7 @@ async def _relay_sse(
                 await send({"type": "http.response.body", "body": block, "more_body": True})
         if splitter.tail.strip():
             raise _StreamCut("upstream stream ended inside an event")
-    except (*UPSTREAM_ERRORS, _StreamCut) as exc:
+    except _STREAM_ERRORS as exc:
         ex.log.error = (
             str(exc)
             if isinstance(exc, _StreamCut)
@@ -749,6 +750,9 @@ async def _relay_sse(
 
 class _StreamCut(Exception):
     """The upstream ended its body with an incomplete event."""
+
+
+_STREAM_ERRORS: tuple[type[BaseException], ...] = (*UPSTREAM_ERRORS, _StreamCut)
 
 
 def _fold_usage(ex: Exchange, dialect: Dialect, block: bytes) -> bytes:
