@@ -126,6 +126,18 @@ breaker_rejects = Counter(
     ["provider", "endpoint", "model"],
     registry=REGISTRY,
 )
+retries_total = Counter(
+    P + "retries_total",
+    "Attempts re-sent to the same upstream (key failovers excluded)",
+    ["provider", "reason"],
+    registry=REGISTRY,
+)
+fallbacks_total = Counter(
+    P + "fallbacks_total",
+    "Requests passed from one provider to a fallback target",
+    ["from", "to", "reason"],
+    registry=REGISTRY,
+)
 snapshot_version = Gauge(
     P + "snapshot_version", "Version of the snapshot in service", registry=REGISTRY
 )
@@ -183,6 +195,8 @@ ttfb_child = cached(time_to_first_byte.labels)
 overhead_child = cached(overhead.labels)
 passthrough_child = cached(passthrough_total.labels)
 tokens_child = cached(tokens_total.labels)
+retries_child = cached(retries_total.labels)
+fallbacks_child = cached(fallbacks_total.labels)
 
 
 def record_swap(snapshot: Snapshot) -> None:

@@ -16,6 +16,7 @@ from .config.secrets import KeyResolutionError, resolve_key
 from .masking import mask_secret
 from .providers import Dialect, dialect_for
 from .resilience.breaker import BreakerSet, BreakerSettings, ModelLabeler
+from .resilience.fallbacks import ChainEntry, ChainTarget, family
 from .resilience.keypool import KeyPool, KeyStateRegistry, PoolKey
 from .sources.base import ConnectionState
 from .upstream import UpstreamClient, UpstreamClients, UpstreamConfigError, UpstreamLimits
@@ -41,6 +42,8 @@ class Provider:
     labeler: ModelLabeler = field(default_factory=ModelLabeler)
     headers: tuple[tuple[bytes, bytes], ...] = ()
     key_sources: tuple[str, ...] = ()
+    fallbacks: tuple[ChainEntry, ...] = ()
+    first_token_timeout: float | None = None
 
     @property
     def has_keys(self) -> bool:
@@ -154,7 +157,15 @@ def build_snapshot(
     for name in sorted(inputs.providers):
         item = inputs.providers[name]
         provider = _build_provider(
-            name, item, inputs.bridge, secrets_dir, environ, resilience, upstreams, build
+            name,
+            item,
+            inputs.bridge,
+            secrets_dir,
+            environ,
+            resilience,
+            upstreams,
+            build,
+            inputs.providers,
         )
         build.providers[name] = provider
         digest.update(
@@ -199,6 +210,7 @@ def _build_provider(
     resilience: Resilience,
     upstreams: UpstreamClients,
     build: _Build,
+    known: Mapping[str, ProviderInput],
 ) -> Provider:
     spec = item.spec
     if spec is None or spec.is_switch_off:
@@ -228,6 +240,9 @@ def _build_provider(
         return Provider(
             **common, enabled=True, status="error", error=f"type {spec.type}: {NOT_SUPPORTED}"
         )
+    chain_error = _fallback_error(spec, known)
+    if chain_error is not None:
+        return Provider(**common, enabled=True, status="error", dialect=dialect, error=chain_error)
     if spec.bedrock is not None:
         return _build_bedrock(
             spec, common, bridge, secrets_dir, environ, resilience, upstreams, build
@@ -282,6 +297,17 @@ def _build_provider(
         upstream=upstream,
         breakers=breakers,
         headers=headers,
+        fallbacks=tuple(
+            ChainEntry(
+                to=tuple(ChainTarget(t.provider, t.model) for t in entry.to),
+                models=tuple(entry.models) if entry.models is not None else None,
+                context_length=entry.context_length,
+            )
+            for entry in spec.fallbacks
+        ),
+        first_token_timeout=(
+            float(spec.first_token_timeout) if spec.first_token_timeout is not None else None
+        ),
     )
 
 
@@ -383,3 +409,23 @@ def _build_bedrock(
         breakers=breakers,
         headers=headers,
     )
+
+
+def _fallback_error(spec: ProviderSpec, known: Mapping[str, ProviderInput]) -> str | None:
+    """Why ``spec``'s fallbacks cannot be served: a target that names no configured provider,
+    or one of another API family. A known target that is merely broken or disabled is fine
+    (it is skipped while it cannot serve)."""
+    own = family(spec.type if isinstance(spec.type, str) else None)
+    for i, entry in enumerate(spec.fallbacks):
+        for j, target in enumerate(entry.to):
+            where = f"$.fallbacks[{i}].to[{j}].provider"
+            other = known.get(target.provider)
+            if other is None:
+                return f'{where}: unknown provider "{target.provider}"'
+            other_type = other.spec.type if other.spec is not None else None
+            if isinstance(other_type, str) and family(other_type) != own:
+                return (
+                    f'{where}: provider "{target.provider}" is of another API family '
+                    f"({other_type}; expected {own})"
+                )
+    return None

@@ -224,6 +224,8 @@ def _observe(ex: Exchange) -> None:
         metrics.ttfb_child(provider, route).observe(entry.first_byte_at - entry.started)
     metrics.overhead_child(provider, route).observe(max(0.0, duration - ex.upstream_wait))
     usage = ex.usage
+    # Tokens belong to the target that served the answer (a fallback, possibly).
+    served, served_label = ex.served_provider or provider, ex.served_label or ex.model_label
     for kind, value in (
         ("input", usage.input),
         ("output", usage.output),
@@ -231,4 +233,4 @@ def _observe(ex: Exchange) -> None:
         ("cache_write", usage.cache_write),
     ):
         if value:
-            metrics.tokens_child(provider, ex.model_label, kind).inc(value)
+            metrics.tokens_child(served, served_label, kind).inc(value)

@@ -23,7 +23,31 @@ class _Event(msgspec.Struct):
     usage: dict | None = None
 
 
+class _Block(msgspec.Struct):
+    type: str | None = None
+
+
+class _KindPeek(msgspec.Struct):
+    type: str | None = None
+    content_block: _Block | None = None
+
+
+class _Error(msgspec.Struct):
+    type: str | None = None
+    message: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _Error | None = None
+
+
+_CONTENT_EVENTS = frozenset({"content_block_delta", "message_delta", "message_stop"})
+# Blocks that are an answer as soon as they start (a text or thinking block starts empty).
+_CONTENT_BLOCKS = frozenset({"tool_use", "server_tool_use"})
+
 _message_decoder = msgspec.json.Decoder(_Message)
+_kind_decoder = msgspec.json.Decoder(_KindPeek)
+_error_decoder = msgspec.json.Decoder(_ErrorBody)
 _event_decoder = msgspec.json.Decoder(_Event)
 # Usage as recorded (cache kept apart, extra fields): see records_anthropic.
 _fold = fold_usage
@@ -67,6 +91,35 @@ class AnthropicDialect(Dialect):
         usage = Usage()
         _fold(usage, msg.usage)
         return usage
+
+    def stream_event_kind(self, route: Route, event: bytes) -> str | None:
+        data = event_data(event).strip()
+        if not data:
+            return None
+        try:
+            peek = _kind_decoder.decode(data)
+        except msgspec.DecodeError:
+            return None
+        if peek.type == "error":
+            return "error"
+        if peek.type in _CONTENT_EVENTS:
+            return "content"
+        if peek.type == "content_block_start" and peek.content_block is not None:
+            return "content" if peek.content_block.type in _CONTENT_BLOCKS else None
+        return None
+
+    def is_context_length_error(self, status: int, body: bytes) -> bool:
+        if status != 400:
+            return False
+        try:
+            error = _error_decoder.decode(body).error
+        except msgspec.DecodeError:
+            return False
+        return (
+            error is not None
+            and error.type == "invalid_request_error"
+            and "prompt is too long" in (error.message or "").lower()
+        )
 
     def usage_from_event(self, route: Route, event: bytes, usage: Usage) -> bool:
         data = event_data(event)

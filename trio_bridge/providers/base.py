@@ -170,6 +170,16 @@ class Dialect:
         the client did not ask for and must not be relayed (OpenAI chat only)."""
         return False
 
+    def stream_event_kind(self, route: Route, event: bytes) -> str | None:
+        """``"content"`` for an event that carries the answer (or ends it), ``"error"`` for
+        an error event, None for anything else (role-only chunks, pings, created events).
+        Used by ``first_token_timeout``: the response head waits for the first content."""
+        return "content"
+
+    def is_context_length_error(self, status: int, body: bytes) -> bool:
+        """Whether an error answer says the prompt exceeds the model's context."""
+        return False
+
 
 def encode(obj: object) -> bytes:
     return _json.encode(obj)

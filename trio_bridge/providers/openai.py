@@ -35,7 +35,35 @@ class _RespEvent(msgspec.Struct):
     response: _Response | None = None
 
 
+class _Choice(msgspec.Struct):
+    delta: dict | None = None
+    finish_reason: str | None = None
+
+
+class _ChatPeek(msgspec.Struct):
+    choices: list[_Choice] | None = None
+    error: dict | None = None
+
+
+class _Error(msgspec.Struct):
+    code: str | None = None
+    type: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _Error | None = None
+
+
+# Delta fields that carry an answer (an empty content string or a role alone does not).
+_CONTENT_FIELDS = ("content", "tool_calls", "function_call", "refusal", "reasoning", "audio")
+_RESP_CONTENT = frozenset(
+    {"response.completed", "response.incomplete", "response.output_item.done"}
+)
+_RESP_ERRORS = frozenset({"error", "response.failed"})
+
 _chat_decoder = msgspec.json.Decoder(_ChatChunk)
+_chat_peek_decoder = msgspec.json.Decoder(_ChatPeek)
+_error_decoder = msgspec.json.Decoder(_ErrorBody)
 _resp_decoder = msgspec.json.Decoder(_Response)
 _resp_event_decoder = msgspec.json.Decoder(_RespEvent)
 # A JSON object's members as their raw bytes: rewriting one member leaves the others untouched.
@@ -152,6 +180,44 @@ class OpenAIDialect(Dialect):
         if chunk.usage is not None:
             _merge(usage, _chat_usage(chunk.usage))
         return chunk.usage is not None and chunk.choices == []
+
+    def stream_event_kind(self, route: Route, event: bytes) -> str | None:
+        data = event_data(event).strip()
+        if not data:
+            return None
+        if data == b"[DONE]":
+            return "content"
+        try:
+            if route.endpoint == "responses":
+                kind = _resp_event_decoder.decode(data).type or ""
+                if kind in _RESP_ERRORS:
+                    return "error"
+                if kind.endswith(".delta") or kind in _RESP_CONTENT:
+                    return "content"
+                return None
+            chunk = _chat_peek_decoder.decode(data)
+        except msgspec.DecodeError:
+            return None
+        if chunk.error is not None:
+            return "error"
+        if chunk.choices == []:
+            return "content"  # the usage chunk: the answer is over
+        for choice in chunk.choices or ():
+            if choice.finish_reason is not None:
+                return "content"
+            delta = choice.delta or {}
+            if any(delta.get(name) or delta.get(name + "_content") for name in _CONTENT_FIELDS):
+                return "content"
+        return None
+
+    def is_context_length_error(self, status: int, body: bytes) -> bool:
+        if status != 400:
+            return False
+        try:
+            error = _error_decoder.decode(body).error
+        except msgspec.DecodeError:
+            return False
+        return error is not None and error.code == "context_length_exceeded"
 
 
 def _merge(into: Usage, new: Usage) -> None:

@@ -14,7 +14,6 @@ from .proxyenv import ProxyConfigError, ProxySettings
 
 log = logging.getLogger("trio_bridge.upstream")
 
-SWEEP_EVERY = 5.0
 
 
 class UpstreamClients:
@@ -77,10 +76,9 @@ class UpstreamClients:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             task_status.started()
-            while True:
-                await trio.sleep(SWEEP_EVERY)
-                for client in list(self._live.values()):
-                    client.sweep()
+            # Idle connections expire lazily (checked whenever a connection is taken or
+            # returned): no periodic timer, so a MockClock never jumps to one.
+            await trio.sleep_forever()
         finally:
             for client in list(self._live.values()):
                 client.close()

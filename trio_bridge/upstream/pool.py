@@ -93,6 +93,8 @@ class Pool:
         back with ``release_slot`` or turn it into a connection)."""
         if self.closed:
             raise ClientClosed("the upstream client is closed")
+        if self._idle_count:
+            self.sweep()
         conn = self._pop_idle(origin)
         if conn is not None:
             return conn
@@ -186,6 +188,8 @@ class Pool:
                 self._waiters.remove(waiter)
                 self._grant(waiter, conn)
                 return
+        if self._idle_count:
+            self.sweep()
         conn.expires_at = trio.current_time() + self.keepalive_expiry
         self._idle.setdefault(conn.origin, []).append(conn)
         self._idle_count += 1
