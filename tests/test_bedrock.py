@@ -258,7 +258,7 @@ async def test_throttling_is_a_key_pool_429_backed_off_then_served(
 async def test_bedrock_errors_arrive_in_the_anthropic_shape(
     bridge, fake_bedrock, error, status, kind
 ) -> None:
-    fake_bedrock.behave(error)
+    fake_bedrock.behave(*[error] * 3)  # every attempt of the retry budget (a 503 is retried)
     async with client() as c:
         r = await c.post(f"{bridge.url}/claude-bedrock/v1/messages", headers=HEADERS, json=MESSAGE)
     assert r.status_code == status

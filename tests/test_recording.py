@@ -570,7 +570,8 @@ async def test_a_refused_request_on_a_provider_route_is_recorded_with_its_status
         (1, 429, "sk-o...1111"),
         (1, 429, None),
     ]
-    assert docs[1]["error"] == "all keys rate limited" and docs[2]["first_byte_at"] is None
+    assert docs[1]["error"] == "all configured keys are rate limited; retry later"
+    assert docs[2]["first_byte_at"] is None
     assert len(fake_openai.requests) == 1
 
 

@@ -153,17 +153,19 @@ async def test_anthropic_and_upstream_errors(
         ok = await c.post(bridge.url + "/anthropic/v1/messages", headers=AUTH, json=body)
         from trio_bridge.testing import Fail
 
-        fake_anthropic.behave(Fail(529))
+        fake_anthropic.behave(Fail(529), Fail(529), Fail(529))  # the whole retry budget
         failed = await c.post(bridge.url + "/anthropic/v1/messages", headers=AUTH, json=body)
     assert (ok.status_code, failed.status_code) == (200, 529)
-    spans = await wait_spans(exporter, 4)
-    first, second = sorted(by_kind(spans, SpanKind.CLIENT), key=lambda s: s.start_time)
+    spans = await wait_spans(exporter, 6)  # 2 requests; 1 + 3 attempts (529 is retried)
+    first, *retried = sorted(by_kind(spans, SpanKind.CLIENT), key=lambda s: s.start_time)
+    assert len(retried) == 3
+    second = retried[-1]
     assert first.name == "chat claude-sonnet-4-5"
     assert first.attributes["gen_ai.provider.name"] == "anthropic"
     assert first.attributes["gen_ai.usage.input_tokens"] == 61  # 11 + 30 read + 20 written
     assert first.attributes["gen_ai.usage.cache_read.input_tokens"] == 30
     assert first.attributes["gen_ai.usage.output_tokens"] == 9
-    assert second.attributes["error.type"] == "529"
+    assert all(span.attributes["error.type"] == "529" for span in retried)
     servers = sorted(by_kind(spans, SpanKind.SERVER), key=lambda s: s.start_time)
     assert servers[1].attributes["error.type"] == "529"
     assert_no_secret(spans)
