@@ -145,6 +145,12 @@ recorder_queue_depth = Gauge(
 recorder_dropped = Counter(
     P + "recorder_dropped_total", "Usage records dropped (queue full)", registry=REGISTRY
 )
+proxy_mode_connections = Counter(
+    P + "proxy_mode_connections_total",
+    "Connections to --proxy-listen by outcome (intercepted, passthrough, unauthenticated, ...)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 
 
 def cached(factory: Callable[..., object]) -> Callable[..., object]:

@@ -120,6 +120,17 @@ class ReloadSettings(_Strict):
     resync_every: Duration = Duration(300)
 
 
+HostPort = Annotated[str, Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")]
+
+
+class ProxyModeSettings(_Strict):
+    """Interception proxy mode (contract section 11): the CA leaves are minted from."""
+
+    ca_cert: KeyRef
+    ca_key: KeyRef
+    passthrough_hosts: list[HostPort] = []
+
+
 class BridgeSettings(_Strict):
     auth: Literal["tokens", "none"] = "tokens"
     allow_byok: bool = True
@@ -134,6 +145,7 @@ class BridgeSettings(_Strict):
     stream_idle_timeout: Duration = Duration(120)
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     reload: ReloadSettings = ReloadSettings()
+    proxy_mode: ProxyModeSettings | None = None
 
 
 class ConfigFile(_Strict):
