@@ -134,6 +134,7 @@ def summarise(path: Path, top: int = 15) -> dict:
 
 
 _AREAS = (
+    ("trio_bridge/server/", "trio_bridge.server (serving core)"),
     ("trio_bridge/", "trio_bridge (ours)"),
     ("hypercorn/", "hypercorn"),
     ("httpx2/", "httpx2"),
@@ -157,9 +158,9 @@ def _area(frames: list[tuple[str, str]]) -> str:
 
 
 _LAYERS = (
-    ("trio_bridge/http/server.py", None),
     ("trio_bridge/cli.py", None),
     ("trio_bridge/__main__.py", None),
+    ("trio_bridge/server/", "server side (trio_bridge.server)"),
     ("trio_bridge/", "ours (trio_bridge)"),
     ("hypercorn/", "server side (hypercorn)"),
     ("httpx2/", "upstream client (httpx2)"),

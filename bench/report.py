@@ -366,7 +366,7 @@ def render(results: dict) -> str:
     return "\n".join(parts)
 
 
-_WRAPPERS = ("trio_bridge/cli.py", "trio_bridge/__main__.py", "trio_bridge/http/server.py")
+_WRAPPERS = ("trio_bridge/cli.py", "trio_bridge/__main__.py", "trio_bridge/server/")
 
 
 def _cpu_per_chunk(hold: dict) -> float | None:

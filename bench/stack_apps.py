@@ -1,5 +1,6 @@
-"""Reference points for the HTTP stack the bridge is built on, served exactly as the bridge
-serves (hypercorn's trio worker with the bridge's hypercorn config):
+"""Reference points: the HTTP stack the bridge was built on until it got its own serving
+core (hypercorn's trio worker, configured as the bridge configured it). Needs hypercorn,
+a bench-only dependency (``pip install -e .[bench]``):
 
 - ``hello``: a raw ASGI app that reads the body and answers a fixed ~600-byte JSON: the
   ceiling of hypercorn on trio, no upstream at all;
@@ -22,17 +23,30 @@ from pathlib import Path
 
 import httpx2
 import trio
+from hypercorn.config import Config
 from hypercorn.trio import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.mock_upstream import _COMPLETION  # noqa: E402
-from trio_bridge.http.server import hypercorn_config  # noqa: E402
 
 HEADERS = [
     (b"content-type", b"application/json"),
     (b"content-length", str(len(_COMPLETION)).encode()),
 ]
 _SKIP = {b"host", b"content-length", b"connection", b"authorization"}
+
+
+def hypercorn_config(bind: str, *, graceful_timeout: float) -> Config:
+    """The config the bridge ran hypercorn with before its own core."""
+    config = Config()
+    config.bind = [bind]
+    config.accesslog = None
+    config.graceful_timeout = graceful_timeout
+    config.keep_alive_max_requests = 1_000_000
+    config.keep_alive_timeout = 75
+    config.include_server_header = False
+    config.backlog = 1024
+    return config
 
 
 async def _lifespan(receive, send) -> None:

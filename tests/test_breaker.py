@@ -245,12 +245,12 @@ def test_half_open_never_has_more_than_max_requests_probes(
 # ---- classification --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [503, 504, 529])
+@pytest.mark.parametrize("status", [500, 502, 503, 504, 529])
 def test_overload_statuses_are_failures(status: int) -> None:
     assert is_breaker_failure(status)
 
 
-@pytest.mark.parametrize("status", [200, 201, 400, 401, 403, 404, 408, 413, 422, 429, 500, 502])
+@pytest.mark.parametrize("status", [200, 201, 400, 401, 403, 404, 408, 413, 422, 429, 501, 505])
 def test_rate_limits_client_errors_and_other_5xx_are_not_failures(status: int) -> None:
     assert not is_breaker_failure(status)
 

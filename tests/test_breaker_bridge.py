@@ -1,8 +1,12 @@
 """The circuit breaker through real sockets (contract sections 4, 5, 7, 10; issue 3).
 
 Breaker per provider x endpoint x model: closed -> open after ``failure_threshold``
-consecutive failures (503/504/529, connect error, first-byte timeout) -> half-open after
-``timeout`` on trio's clock -> closed after ``max_requests`` successes.
+consecutive failed attempts (500/502/503/504/529, connect error, first-byte timeout) ->
+half-open after ``timeout`` on trio's clock -> closed after ``max_requests`` successes.
+
+Most tests here set ``retry: {max_attempts: 1}`` so one request is one upstream attempt and
+the breaker is seen alone; tests/test_fallbacks.py and tests/test_faults.py cover the breaker
+together with retries and fallbacks.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from tests.test_failover import (
 from trio_bridge.testing import Fail, FakeUpstream, RateLimited, SlowFirstByte
 
 BREAKER = "enabled: true, failure_threshold: 3, interval: 10s, timeout: 30s, max_requests: 2"
-SETTINGS = f"auth: none, circuit_breaker: {{{BREAKER}}}"
+SETTINGS = f"auth: none, retry: {{max_attempts: 1}}, circuit_breaker: {{{BREAKER}}}"
 MODEL = "gpt-4o-mini"
 STATE = "trio_bridge_circuit_breaker_state"
 TRIPS = "trio_bridge_circuit_breaker_trips_total"
@@ -181,15 +185,21 @@ async def test_breakers_are_isolated_per_model_and_endpoint(rig: Rig, clock) -> 
     assert (await breaker(rig, model="gpt-4.1"))["trips"] is None
 
 
-async def test_429_400_and_500_are_not_breaker_failures(rig: Rig, clock) -> None:
-    # BYOK 429s (relayed, no failover), 400s and 500s: none of them trips the breaker.
+async def test_429_and_400_are_not_breaker_failures_but_500_and_502_are(rig: Rig, clock) -> None:
+    # BYOK 429s (relayed, no failover) and 400s: neither trips the breaker.
     rig.fake.behave(*[RateLimited(retry_after="1")] * 3)
     assert [(await rig.chat(headers=BYOK)).status_code for _ in range(3)] == [429] * 3
     rig.fake.behave(*[Fail(400)] * 3)
     assert [(await rig.chat()).status_code for _ in range(3)] == [400] * 3
-    rig.fake.behave(*[Fail(500)] * 3)
-    assert [(await rig.chat()).status_code for _ in range(3)] == [500] * 3
     assert (await breaker(rig)) == {"state": 0.0, "trips": None, "rejects": None}
+    rig.fake.behave(Fail(500), Fail(502), Fail(500))
+    assert [(await rig.chat()).status_code for _ in range(3)] == [500, 502, 500]
+    assert (await breaker(rig))["state"] == 1.0
+    assert rig.fake.request_count == 9
+    assert_circuit_open(await rig.chat())
+    clock.jump(30)
+    assert [(await rig.chat()).status_code for _ in range(2)] == [200, 200]  # half-open: closed
+    assert (await breaker(rig))["state"] == 0.0
 
     # Not failures, so they break a run of failures: 503 503 429 503 503 stays closed.
     rig.fake.behave(Fail(503), Fail(503), RateLimited(retry_after="1"), Fail(503), Fail(503))
@@ -204,9 +214,9 @@ async def test_429_400_and_500_are_not_breaker_failures(rig: Rig, clock) -> None
     rig.fake.behave(Fail(503))
     assert (await rig.chat()).status_code == 503  # the third in a row trips it
     assert (await breaker(rig))["state"] == 1.0
-    assert rig.fake.request_count == 15
+    assert rig.fake.request_count == 17
     assert_circuit_open(await rig.chat())
-    assert rig.fake.request_count == 15
+    assert rig.fake.request_count == 17
 
 
 async def test_connect_errors_count_as_failures(rigs, clock) -> None:
@@ -218,8 +228,11 @@ async def test_connect_errors_count_as_failures(rigs, clock) -> None:
     assert [k["state"] for k in await rig.keys()] == ["valid", "valid"]
 
 
-async def test_first_byte_timeouts_count_as_failures(rigs, clock) -> None:
-    # interval 1m: three 5 s timeouts must fall in one counting window.
+async def test_first_byte_timeouts_count_as_failures_and_are_retried_without_a_fallback(
+    rigs, clock
+) -> None:
+    # interval 1m: three 5 s timeouts must fall in one counting window. Default retries: one
+    # request makes three attempts (no fallback configured), each a breaker failure.
     breaker_settings = BREAKER.replace("interval: 10s", "interval: 1m")
     rig = await rigs(
         keys=[K0],
@@ -228,8 +241,10 @@ async def test_first_byte_timeouts_count_as_failures(rigs, clock) -> None:
     )
     rig.fake.behave(*[SlowFirstByte(60)] * 3)
     t0 = trio.current_time()
-    assert [(await rig.chat()).status_code for _ in range(3)] == [504] * 3
-    assert trio.current_time() - t0 == pytest.approx(15, abs=0.5)  # three 5 s first-byte timeouts
+    response = await rig.chat()
+    assert response.status_code == 504
+    # Three 5 s first-byte timeouts and two full-jitter backoffs (at most 0.25 s + 0.5 s).
+    assert 15 <= trio.current_time() - t0 <= 15.8
     assert (await breaker(rig))["state"] == 1.0
     assert_circuit_open(await rig.chat())
     assert rig.fake.request_count == 3

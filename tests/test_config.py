@@ -10,7 +10,7 @@ import pytest
 
 from trio_bridge.config import ConfigError, load_config_dir
 from trio_bridge.config.durations import parse_duration
-from trio_bridge.config.model import KeyRef
+from trio_bridge.config.model import KeyRef, ProviderSpec
 from trio_bridge.config.secrets import KeyResolutionError, resolve_key
 
 SECRET = "sk-live-DO-NOT-PRINT-0123456789abcdef"
@@ -69,7 +69,7 @@ def test_bridge_section_in_two_files_is_an_error(tmp_path: Path) -> None:
         ),
         (
             "providers: [{name: a, type: openai, base_url: 'https://a', colour: red}]",
-            "10-p.yaml: $.providers[0]: unknown field 'colour'",
+            "10-p.yaml: $.providers[0]: unknown field (expected only name, type, base_url,",
         ),
         (
             "providers: [{name: Bad_Name, type: openai, base_url: 'https://a'}]",
@@ -85,6 +85,23 @@ def test_bridge_section_in_two_files_is_an_error(tmp_path: Path) -> None:
         ),
         (f"providers: [\n  {{name: a, value: '{SECRET}'", "10-p.yaml: line 3:1: invalid YAML"),
         ("providers: [{name: a}]", "10-p.yaml: $.providers[0]: expected type and base_url"),
+        (
+            f"providers: [{{name: a, type: openai, base_url: !{SECRET} https://a}}]",
+            "10-p.yaml: line 1:47: invalid YAML (a tag plain YAML does not define",
+        ),
+        (
+            f"providers: [{{name: a, type: openai, base_url: 'https://a', {SECRET}: 1}}]",
+            "10-p.yaml: $.providers[0]: unknown field (expected only name, type, base_url,",
+        ),
+        (
+            f"bridge: {{reload: {{debounce: 1s, '{SECRET}': x, other: y}}}}",
+            "10-p.yaml: $.bridge.reload: 2 unknown fields (expected only debounce, resync_every)",
+        ),
+        (
+            f"providers:\n\t- {{name: {SECRET}}}",
+            "10-p.yaml: line 2:1: invalid YAML (found character that cannot start any token)",
+        ),
+        (f"providers: *{SECRET}", "10-p.yaml: line 1:12: invalid YAML (found undefined alias)"),
     ],
 )
 def test_errors_name_file_and_place_and_never_quote_the_value(
@@ -96,6 +113,37 @@ def test_errors_name_file_and_place_and_never_quote_the_value(
     message = str(info.value)
     assert message.startswith(expected), message
     assert SECRET not in message and "DO-NOT-PRINT" not in message
+
+
+def test_every_schema_error_of_every_file_is_reported(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "10-a.yaml",
+        "bridge: {max_inflight: many, reload: {debounce: soon}}\n"
+        "providers:\n"
+        "  - {name: ok, type: openai, base_url: 'https://a'}\n"
+        "  - {name: Bad_Name, type: openai, base_url: 'ftp://a', colour: red}\n"
+        "  - {name: b, type: openai, base_url: 'https://b', keys: [{env: A, file: x}, {}]}\n",
+    )
+    write(tmp_path, "20-b.yaml", "clients: [{id: c}]\n")
+    write(
+        tmp_path, "30-c.yaml", "providers: [{name: fine, type: anthropic, base_url: 'https://c'}]\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config_dir(tmp_path)
+    assert info.value.errors == (
+        "10-a.yaml: $.bridge.max_inflight: expected an integer",
+        "10-a.yaml: $.bridge.reload.debounce: expected a duration such as 250ms, 10s or 5m",
+        "10-a.yaml: $.providers[1]: unknown field (expected only "
+        + ", ".join(ProviderSpec.__struct_fields__)
+        + ")",
+        "10-a.yaml: $.providers[1].name: expected a string matching ^[a-z0-9]+(-[a-z0-9]+)*$",
+        "10-a.yaml: $.providers[1].base_url: expected a string matching ^https?://",
+        "10-a.yaml: $.providers[2].keys[0]: expected exactly one of env, file, value",
+        "10-a.yaml: $.providers[2].keys[1]: expected exactly one of env, file, value",
+        "20-b.yaml: $.clients[0]: missing required field 'token_sha256'",
+    )
+    assert str(info.value) == "\n".join(info.value.errors)
 
 
 def test_switch_off_entry_needs_only_name_and_enabled_false(tmp_path: Path) -> None:

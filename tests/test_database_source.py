@@ -11,7 +11,7 @@ import trio
 
 from tests.relay import Relay
 from tests.support import RunningBridge, client, start_bridge, write_yaml
-from trio_bridge.store.cli import main as store_cli
+from trio_bridge.commands.store import main as store_cli
 from trio_bridge.testing import FakeUpstream
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}

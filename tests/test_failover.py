@@ -116,8 +116,9 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 
 def failover_attempts(text: str, provider: str) -> float | None:
-    """Contract section 10 names it exactly ``key_pool_failover_attempts`` (no ``_total``)."""
-    return sample(text, "trio_bridge_key_pool_failover_attempts", provider=provider)
+    """A counter, so exposed as ``key_pool_failover_attempts_total`` (docs/metrics.md: the
+    contract's gauge name was renamed)."""
+    return sample(text, "trio_bridge_key_pool_failover_attempts_total", provider=provider)
 
 
 def sse_blocks(body: bytes) -> list[bytes]:
@@ -237,11 +238,11 @@ class Rig:
         )
         await within_real_seconds(10, lambda: self.bridge.next_swap(version))
 
-    def cooling_until(self, index: int) -> float:
-        """Key ``index``'s cooldown end on trio's clock (in-process view)."""
+    def cooling_until(self, index: int, model: str = "gpt-4o-mini") -> float:
+        """When key ``index`` is usable again for ``model``, on trio's clock (in-process)."""
         provider = self.bridge.snapshot.providers[self.name]
         assert provider.pool is not None
-        return provider.pool.keys[index].state.cooling_until
+        return provider.pool.keys[index].state.until(model)
 
 
 @asynccontextmanager
@@ -302,39 +303,66 @@ async def rig(rigs) -> Rig:
 # --- 429 failover and cooldowns --------------------------------------------------------------
 
 
-async def test_429_fails_over_unseen_and_key_cools_60s_on_trio_clock(rig: Rig, clock) -> None:
-    rig.fake.behave_for_key(K0, RateLimited())  # no Retry-After: 60 s
+async def test_429_fails_over_unseen_and_cools_the_key_model_pair_with_backoff(
+    rig: Rig, clock
+) -> None:
+    rig.fake.behave_for_key(K0, RateLimited())  # no Retry-After: 1 s, doubling per 429
     response = await rig.chat()
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"]
     assert "retry-after" not in response.headers
     assert [r.key for r in rig.fake.requests] == [K0, K1]
     assert rig.fake.requests[0].body == rig.fake.requests[1].body
-    rig.fake.clear()  # from now on k0 would answer: only the cooldown keeps it out
 
     assert await rig.keys_used_by(rig.chat) == [K1]  # the next request starts at k1
     keys = await rig.keys()
     assert [k["state"] for k in keys] == ["rate_limited", "valid"]
     assert [k["hint"] for k in keys] == [HINT0, HINT1]
     assert keys[0]["reason"] == "rate_limited"
-    assert keys[0]["cooling_until"] == pytest.approx(time.time() + 60, abs=2)
+    assert keys[0]["cooling_until"] == pytest.approx(time.time() + 1, abs=0.5)
 
-    clock.jump(59)
-    assert await rig.keys_used_by(rig.chat) == [K1]  # +59 s: still cooling
-    clock.jump(2)
-    assert await rig.keys_used_by(rig.chat) == [K0]  # +61 s: in use again
+    # Each consecutive 429 without a header doubles the pair's cooldown: 1, 2, 4 s.
+    for cooldown in (1, 2, 4):
+        clock.jump(rig.cooling_until(0) - trio.current_time() - 0.05)
+        assert await rig.keys_used_by(rig.chat) == [K1]  # just before the end: still cooling
+        clock.jump(0.1)
+        assert await rig.keys_used_by(rig.chat) == [K0, K1]  # k0 tried again, 429 again
+        assert rig.cooling_until(0) - trio.current_time() == pytest.approx(cooldown * 2, abs=0.2)
+    # A success resets the backoff: the next 429 cools for 1 s again.
+    rig.fake.clear()
+    clock.jump(rig.cooling_until(0) - trio.current_time() + 0.1)
+    assert await rig.keys_used_by(rig.chat) == [K0]
     assert [k["state"] for k in await rig.keys()] == ["valid", "valid"]
+    rig.fake.behave(RateLimited())
+    assert await rig.keys_used_by(rig.chat) == [K0, K1]
+    assert rig.cooling_until(0) - trio.current_time() == pytest.approx(1, abs=0.2)
 
     text = await rig.metrics()
     assert (
         sample(
             text, "trio_bridge_key_pool_transitions_total", provider=rig.name, reason="rate_limited"
         )
-        == 1
+        == 5
     )
-    assert failover_attempts(text, rig.name) == 1
+    assert failover_attempts(text, rig.name) == 5
     assert sample(text, "trio_bridge_key_pool_exhaustions_total", provider=rig.name) is None
-    assert sample(text, "trio_bridge_key_pool_state", provider=rig.name, state="valid") == 2
+    assert sample(text, "trio_bridge_key_pool_state", provider=rig.name, state="rate_limited") == 1
+
+
+async def test_429_on_one_model_leaves_the_other_models_of_the_key_untouched(
+    rig: Rig, clock
+) -> None:
+    rig.fake.behave(RateLimited(retry_after="30"))
+    assert await rig.keys_used_by(lambda: rig.chat(model="gpt-4o-mini")) == [K0, K1]
+    # gpt-4.1 on the same key is not rate-limited: k0 serves it.
+    assert await rig.keys_used_by(lambda: rig.chat(model="gpt-4.1")) == [K0]
+    assert await rig.keys_used_by(lambda: rig.chat(model="gpt-4o-mini")) == [K1]
+    assert rig.cooling_until(0, "gpt-4o-mini") > trio.current_time() + 25
+    assert rig.cooling_until(0, "gpt-4.1") == 0.0
+    # Every key of one model cooling answers 429 for that model only.
+    rig.fake.behave(RateLimited(retry_after="30"))
+    assert await rig.keys_used_by(lambda: rig.chat(model="gpt-4o-mini"), status=429) == [K1]
+    assert await rig.keys_used_by(lambda: rig.chat(model="gpt-4.1")) == [K0]
 
 
 def _http_date_in(seconds: float) -> str:
@@ -361,7 +389,7 @@ def _http_date_in(seconds: float) -> str:
             2.5,
             id="retry-after-ms-beats-retry-after",
         ),
-        pytest.param(lambda: RateLimited(), 59.9, 60.1, 60, id="absent-60s"),
+        pytest.param(lambda: RateLimited(), 0.9, 1.1, 1, id="absent-1s-backoff"),
     ],
 )
 async def test_429_cooldown_follows_retry_after_headers(
@@ -529,12 +557,17 @@ async def test_401_then_429_answers_429_since_some_key_is_only_rate_limited(
         ),
         pytest.param(
             Reply(
-                500,
-                b'{"error":{"message":"upstream broke \xe2\x9c\x97"}}',
+                400,
+                b'{"error":{"message":"bad field \xe2\x9c\x97","code":"invalid_value"}}',
                 {"x-upstream-detail": "kept"},
             ),
             None,
-            id="500",
+            id="400",
+        ),
+        pytest.param(
+            Reply(501, b'{"error":{"message":"not here"}}', {"x-upstream-detail": "kept"}),
+            None,
+            id="501",
         ),
         pytest.param(
             Reply(429, b'{"error":{"message":"your own key is limited"}}', {"retry-after": "9"}),

@@ -75,7 +75,7 @@ def test_shorter_cooldown_never_shortens_one_in_force() -> None:
     k0 = pool.keys[0]
     assert pool.mark_rate_limited(k0, 100.0, 65.0) is True
     assert pool.mark_rate_limited(k0, 101.0, 15.0) is False  # arrives during the 65 s one
-    assert k0.state.cooling_until == 165.0
+    assert k0.state.until() == 165.0
     assert picked(pool, 164.9) == 1
     assert picked(pool, 165.0) == 0
 
@@ -303,7 +303,7 @@ def test_pick_is_first_key_not_cooling_and_cooldowns_never_shrink(
             promised[index] = max(promised[index], now + amount)
 
         for i, k in enumerate(pool.keys):
-            assert k.state.cooling_until >= promised[i]
+            assert k.state.until() >= promised[i]
         free = [i for i in range(N_KEYS) if now >= promised[i]]
         assert picked(pool, now) == (free[0] if free else None)
         free_untried = [i for i in free if i not in tried]
@@ -338,3 +338,130 @@ async def test_pool_follows_trio_clock_under_autojump(autojump_clock: MockClock)
     await trio.sleep(2)
     assert picked(pool, trio.current_time()) == 0
     assert trio.current_time() - start == pytest.approx(61)
+
+
+# ---- per (key, model) ------------------------------------------------------------------
+
+
+def test_a_429_cools_only_its_model_a_401_cools_every_model() -> None:
+    pool = make_pool(2)
+    k0 = pool.keys[0]
+    pool.mark_rate_limited(k0, 0.0, 30.0, "gpt-4o")
+    assert picked_for(pool, 1.0, "gpt-4o") == 1
+    assert picked_for(pool, 1.0, "gpt-4.1") == 0  # the same key serves another model
+    assert k0.state.status(1.0) == "rate_limited"  # as a whole: some pair cools
+    assert k0.state.status(1.0, "gpt-4.1") == "valid"
+    pool.mark_rate_limited(pool.keys[1], 0.0, 10.0, "gpt-4o")
+    assert pool.exhaustion(1.0, "gpt-4o").retry_after == 9  # k1 for gpt-4o ends first
+    pool.mark_auth_failed(k0, 2.0)
+    assert picked_for(pool, 3.0, "gpt-4.1") == 1
+    assert k0.state.status(3.0, "gpt-4o") == "auth_failed"  # the later-ending cooldown
+
+
+def test_backoff_without_a_header_doubles_to_60s_and_a_success_resets_it() -> None:
+    pool = make_pool(1)
+    k0 = pool.keys[0]
+    now, seen = 0.0, []
+    for _ in range(8):
+        pool.mark_rate_limited(k0, now, None, "m")
+        seen.append(k0.state.until("m") - now)
+        now = k0.state.until("m")  # the next 429 arrives once the pair is usable again
+    assert seen == [1, 2, 4, 8, 16, 32, 60, 60]
+    pool.mark_success(k0, "m")
+    pool.mark_rate_limited(k0, now, None, "m")
+    assert k0.state.until("m") - now == 1
+
+
+def test_429s_arriving_while_the_pair_cools_do_not_double_the_backoff() -> None:
+    pool = make_pool(1)
+    k0 = pool.keys[0]
+    for t in (0.0, 0.1, 0.2, 0.3):  # four requests in flight hit the same limit
+        pool.mark_rate_limited(k0, t, None, "m")
+    assert k0.state.until("m") == pytest.approx(1.3)  # 1 s from the last, not 8 s
+
+
+def test_a_header_cooldown_never_shortens_a_backoff_in_force() -> None:
+    pool = make_pool(1)
+    k0 = pool.keys[0]
+    for t in (0.0, 1.0, 3.0):
+        pool.mark_rate_limited(k0, t, None, "m")  # 1, 2, 4 s: until 7
+    assert pool.mark_rate_limited(k0, 3.5, 1.0, "m") is False
+    assert k0.state.until("m") == 7.0
+
+
+def test_model_entries_per_key_stay_bounded() -> None:
+    from trio_bridge.resilience.keypool import MAX_MODELS_PER_KEY
+
+    pool = make_pool(1)
+    k0 = pool.keys[0]
+    for i in range(MAX_MODELS_PER_KEY * 3):
+        pool.mark_rate_limited(k0, float(i), 0.5, f"m{i}")
+    assert len(k0.state.models) <= MAX_MODELS_PER_KEY
+
+
+def picked_for(pool: KeyPool, now: float, model: str, tried: frozenset[int] = frozenset()):
+    key = pool.pick(now, tried, model)
+    return None if key is None else key.index
+
+
+MODELS = ["a", "b", "c"]
+pair_operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("rate"), st.integers(0, N_KEYS - 1), st.sampled_from(MODELS), cooldowns),
+        st.tuples(
+            st.just("backoff"), st.integers(0, N_KEYS - 1), st.sampled_from(MODELS), st.just(0.0)
+        ),
+        st.tuples(st.just("auth"), st.integers(0, N_KEYS - 1), st.just(""), cooldowns),
+        st.tuples(st.just("ok"), st.integers(0, N_KEYS - 1), st.sampled_from(MODELS), st.just(0.0)),
+        st.tuples(st.just("wait"), st.just(0), st.just(""), cooldowns),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pair_operations, st.frozensets(st.integers(0, N_KEYS - 1)))
+def test_pick_per_model_is_first_key_free_for_that_model_and_cooldowns_never_shrink(
+    ops: list[tuple[str, int, str, float]], tried: frozenset[int]
+) -> None:
+    pool = make_pool(N_KEYS)
+    key_wide = [0.0] * N_KEYS  # latest end promised by 401s, per key
+    pair = {(i, m): 0.0 for i in range(N_KEYS) for m in MODELS}  # by 429s, per (key, model)
+    now = 0.0
+    for op, index, model, amount in ops:
+        key = pool.keys[index]
+        if op == "wait":
+            now += amount
+        elif op == "rate":
+            pool.mark_rate_limited(key, now, amount, model)
+            pair[index, model] = max(pair[index, model], now + amount)
+        elif op == "backoff":
+            pool.mark_rate_limited(key, now, None, model)
+            assert key.state.until(model) >= now + 1.0  # a header-less 429 cools >= 1 s
+            pair[index, model] = max(pair[index, model], now + 1.0)
+        elif op == "auth":
+            pool.mark_auth_failed(key, now, amount)
+            key_wide[index] = max(key_wide[index], now + amount)
+        else:
+            pool.mark_success(key, model)
+
+        for m in MODELS:
+            promised = [max(key_wide[i], pair[i, m]) for i in range(N_KEYS)]
+            for i, k in enumerate(pool.keys):
+                assert k.state.until(m) >= promised[i]
+            # Exactly the pairs the model-free promise allows are free (backoff may cool
+            # longer than the 1 s floor we track, so compare against the pool's own view).
+            free = [i for i in range(N_KEYS) if not pool.keys[i].state.cooling(now, m)]
+            assert all(now >= promised[i] for i in free)
+            assert picked_for(pool, now, m) == (free[0] if free else None)
+            free_untried = [i for i in free if i not in tried]
+            assert picked_for(pool, now, m, tried) == (free_untried[0] if free_untried else None)
+            if not free:
+                exhausted = pool.exhaustion(now, m)
+                assert exhausted.status in (429, 502)
+                if exhausted.status == 429:
+                    assert exhausted.retry_after is not None and exhausted.retry_after >= 1
+                    assert pool.pick(now + exhausted.retry_after + 1e-3, (), m) is not None
+        # A model the operations never named is untouched by any 429.
+        untouched = [i for i in range(N_KEYS) if now >= key_wide[i]]
+        assert picked_for(pool, now, "never-named") == (untouched[0] if untouched else None)

@@ -158,7 +158,7 @@ def test_byok_is_a_different_key_beside_the_bridge_token() -> None:
         auth="tokens",
         clients=CLIENTS,
     )
-    assert caller.byok and caller.keep_auth == {b"authorization"}
+    assert caller.byok and caller.keep_auth == {(b"authorization", b"Bearer sk-own")}
     same = authenticate(
         h(("X-Trio-Bridge-Token", TOKEN), ("Authorization", f"Bearer {TOKEN}")),
         auth="tokens",
@@ -171,7 +171,11 @@ def test_auth_none_marks_byok_by_the_bridge_token_header_alone() -> None:
     caller = authenticate(
         h(("X-Trio-Bridge-Token", "anything"), ("X-Api-Key", "sk-own")), auth="none", clients={}
     )
-    assert caller.actor == "anonymous" and caller.byok and caller.keep_auth == {b"x-api-key"}
+    assert (
+        caller.actor == "anonymous"
+        and caller.byok
+        and caller.keep_auth == {(b"x-api-key", b"sk-own")}
+    )
     plain = authenticate(h(("Authorization", "Bearer sdk-dummy")), auth="none", clients={})
     assert not plain.byok
 
@@ -182,7 +186,7 @@ def test_sse_splitter_holds_back_an_incomplete_tail() -> None:
     assert splitter.tail == b"data: 2"
     assert splitter.feed(b"\n\n") == b"data: 2\n\n"
     assert list(iter_events(b"data: a\r\n\r\nevent: x\ndata: b\n\n")) == [
-        b"data: a\n\n",
+        b"data: a\r\n\r\n",
         b"event: x\ndata: b\n\n",
     ]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from trio_bridge.commands.store import main
 from trio_bridge.config.model import BedrockSettings, KeyRef
-from trio_bridge.store.cli import main
 from trio_bridge.store.load import load_contents
 
 KEY = "sk-proj-THIS-IS-THE-SECRET-abcdef0123456789"
@@ -47,9 +47,12 @@ def run(
 
 def test_db_migrate(pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "db", "migrate", "--database-url", pg_dsn)
-    assert (code, out.strip()) == (0, "applied migrations: 1")
+    from trio_bridge.store.migrations import LATEST_VERSION, MIGRATIONS
+
+    applied = ", ".join(map(str, sorted(MIGRATIONS)))
+    assert (code, out.strip()) == (0, f"applied migrations: {applied}")
     code, out, _ = run(capsys, "db", "migrate", "--database-url", pg_dsn)
-    assert (code, out.strip()) == (0, "schema up to date (version 1)")
+    assert (code, out.strip()) == (0, f"schema up to date (version {LATEST_VERSION})")
 
 
 def test_provider_lifecycle(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -360,6 +363,44 @@ def test_clients(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert [c.id for c in load_contents(dsn).clients] == ["bob"]
 
 
+def test_clients_rotate_delete_and_a_revoked_id_created_again(
+    dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def sha(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    code, out, err = run(capsys, "clients", "create", "alice")
+    assert code == 0, err
+    first = out.splitlines()[-1]
+    code, out, err = run(capsys, "clients", "rotate", "alice")
+    assert code == 0, err
+    second = out.splitlines()[-1]
+    assert second.startswith("tb-") and second != first and out.count(second) == 1
+    assert "old one no longer works" in out
+    (client,) = load_contents(dsn).clients
+    assert client.token_sha256 == sha(second)
+    code, out, _ = run(capsys, "clients", "rotate", "alice", "--json")
+    third = json.loads(out)["token"]
+    assert [c.token_sha256 for c in load_contents(dsn).clients] == [sha(third)]
+
+    assert run(capsys, "clients", "revoke", "alice")[0] == 0
+    code, _, err = run(capsys, "clients", "rotate", "alice")
+    assert code == 1 and 'client "alice" is revoked' in err
+    code, _, err = run(capsys, "clients", "create", "alice")
+    assert code == 1 and "delete it first (trio-bridge clients delete alice)" in err
+
+    code, out, _ = run(capsys, "clients", "delete", "alice")
+    assert (code, out.strip()) == (0, 'deleted client "alice"')
+    code, out, err = run(capsys, "clients", "create", "alice")
+    assert code == 0, err
+    fourth = out.splitlines()[-1]
+    assert [c.token_sha256 for c in load_contents(dsn).clients] == [sha(fourth)]
+
+    for command in ("delete", "rotate"):
+        code, _, err = run(capsys, "clients", command, "nobody")
+        assert (code, err.strip()) == (1, 'error: unknown client "nobody"')
+
+
 def test_database_url_sources(
     pg_migrated_dsn: str,
     capsys: pytest.CaptureFixture[str],
@@ -398,7 +439,7 @@ def test_subprocess_keys_add_and_clients_create(pg_migrated_dsn: str) -> None:
 
     def cli(*argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "trio_bridge.store.cli", *argv],
+            [sys.executable, "-m", "trio_bridge.commands.store", *argv],
             input=stdin,
             capture_output=True,
             text=True,

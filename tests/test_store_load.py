@@ -102,7 +102,7 @@ def test_providers_keys_and_clients(pg_conn: psycopg.Connection, pg_migrated_dsn
         ),
         ClientSpec(id="bob", token_sha256="b" * 64),
     )
-    assert contents.origins == {} and contents.bridge is None
+    assert not hasattr(contents, "bridge")  # database rows never carry bridge settings
 
 
 def test_invalid_rows_are_reported_not_dropped(
@@ -143,7 +143,7 @@ def test_invalid_rows_are_reported_not_dropped(
     )
     assert reasons["bad-url"].startswith("$.base_url: expected a string matching")
     assert reasons["bad-settings"] == (
-        "$.settings: unknown field `colour` (expected only headers, bedrock)"
+        "$.settings: unknown field `colour` (expected only headers, bedrock, fallbacks, first_token_timeout)"
     )
     assert reasons["settings-array"] == "$.settings: expected an object"
     assert reasons["bad-header"].startswith("$.settings.headers")

@@ -26,14 +26,15 @@ async def test_no_response_head_within_first_byte_timeout_is_504(
 ) -> None:
     write_yaml(tmp_path, "b.yaml", yaml(fake_openai, "first_byte_timeout: 5s"))
     bridge = await start_bridge(nursery, tmp_path)
-    fake_openai.behave(SlowFirstByte(60))
+    fake_openai.behave(*[SlowFirstByte(60)] * 3)  # retried: 3 attempts (bridge.retry)
     async with httpx2.AsyncClient(timeout=None) as c:
         started = trio.current_time()
         r = await c.post(bridge.url + "/openai/v1/chat/completions", json=CHAT)
     assert (
         r.status_code == 504 and r.json()["error"]["message"] == "upstream did not answer in time"
     )
-    assert 5 <= trio.current_time() - started < 60
+    assert 15 <= trio.current_time() - started < 60
+    assert fake_openai.request_count == 3
 
 
 async def test_upstream_timeout_mid_stream_ends_with_an_error_event(

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import trio
 
-from . import metrics
+from . import metrics, tracing
 from .dumps import DumpWriter
+from .errors import TrioBridgeError
 from .http.admin import AdminApp
 from .http.app import BridgeApp
-from .http.server import serve_app
 from .masking import redact_dsn
+from .recording.recorder import Recorder
 from .reload import FIRST_DATABASE_LOAD_TIMEOUT, Reloader
+from .server import HTTPServer, Limits, TCPListener, format_address, open_tcp_listeners
 from .sources.base import ReloadRequest, SourceError
 from .sources.files import FileSource
 from .state import BridgeState
@@ -38,11 +40,16 @@ class ServeOptions:
     drain_delay: float = 5.0
     shutdown_grace: float = 30.0
     allow_open_listen: bool = False
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    max_connections: int = 10000
+    proxy_listen: str | None = None  # stored only; proxy mode (contract section 11) comes later
     force_polling: bool = False
+    handle_signals: bool = True  # False: no signal handlers (an embedded bridge, e.g. tests)
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
 
-class StartupError(Exception):
+class StartupError(TrioBridgeError):
     """The daemon cannot start (invalid config dir, refused auth: none). Safe to print."""
 
 
@@ -79,7 +86,7 @@ class Daemon:
             from .sources.postgres import PostgresSource
 
             self.database = PostgresSource(options.database_url)
-        self.upstreams = UpstreamClients()
+        self.upstreams = UpstreamClients(options.environ)
         self.reloader = Reloader(
             self.files,
             self.database,
@@ -89,8 +96,9 @@ class Daemon:
         )
         self.state: BridgeState | None = None
         self._reload_send, self._reload_receive = trio.open_memory_channel[ReloadRequest](256)
-        self._shutdown = trio.Event()
         self._drain_started = False
+        self._servers: list[HTTPServer] = []
+        self._stop_requested = False
 
     def request_reload(self, request: ReloadRequest) -> None:
         try:
@@ -113,6 +121,10 @@ class Daemon:
             await root.start(self.upstreams.run)
             state.dumps = DumpWriter()
             await root.start(state.dumps.run)
+            # recording hook: the recorder's writer task and the tracer
+            state.recorder = Recorder(opts.database_url, lambda: state.current.bridge.recording)
+            await root.start(state.recorder.run)
+            state.tracing = tracing.from_environ(opts.environ)
             await root.start(self.reloader.run, self._reload_receive)
             await root.start(self.files.watch, self._reload_send.clone())
             if self.database is not None:
@@ -120,17 +132,38 @@ class Daemon:
                 root.start_soon(self._listen_database)  # never hold start-up for the database
             else:
                 state.database_settled.set()
-            root.start_soon(self._signals)
-            bridge_app = BridgeApp(state)
-            admin_app = AdminApp(state, self.request_reload, opts.admin_token)
+            if opts.handle_signals:
+                root.start_soon(self._signals)
+            limits = Limits(
+                header_timeout=opts.header_timeout,
+                keepalive_timeout=opts.keepalive_timeout,
+                max_connections=opts.max_connections,
+            )
+            listen_sockets = await _open(opts.listen)
+            try:
+                admin_sockets = await _open(opts.admin_listen)
+            except BaseException:
+                for listener in listen_sockets:
+                    listener.socket.close()
+                raise
+            self._servers = [
+                HTTPServer(BridgeApp(state), limits, name="listen"),
+                HTTPServer(
+                    AdminApp(state, self.request_reload, opts.admin_token), limits, name="admin"
+                ),
+            ]
+            for server in self._servers:  # a signal that came during start-up
+                if self._drain_started:
+                    server.drain()
+                if self._stop_requested:
+                    server.stop(opts.shutdown_grace)
             async with trio.open_nursery() as servers:
-                listen = await _listen(
-                    servers, bridge_app, opts.listen, self._shutdown, opts.shutdown_grace
+                await servers.start(self._servers[0].serve, listen_sockets)
+                await servers.start(self._servers[1].serve, admin_sockets)
+                addresses = Addresses(
+                    format_address(listen_sockets[0].address),
+                    format_address(admin_sockets[0].address),
                 )
-                admin = await _listen(
-                    servers, admin_app, opts.admin_listen, self._shutdown, opts.shutdown_grace
-                )
-                addresses = Addresses(_http(listen), _http(admin))
                 log.info(
                     "listening on %s (admin %s), snapshot v%d",
                     addresses.listen,
@@ -139,6 +172,9 @@ class Daemon:
                 )
                 task_status.started(addresses)
             log.info("listeners closed; exiting")
+            await state.recorder.flush(opts.shutdown_grace)  # recording hook: drain the queue
+            if state.tracing is not None:  # tracing hook: export the last spans
+                await trio.to_thread.run_sync(state.tracing.shutdown, abandon_on_cancel=True)
             root.cancel_scope.cancel()
 
     async def _first_database_load(self, state: BridgeState) -> None:
@@ -170,27 +206,25 @@ class Daemon:
                     await self.drain()
 
     async def drain(self) -> None:
-        """Readiness 503 at once; keep accepting for drain_delay; then close the listeners and
-        give in-flight requests shutdown_grace to finish."""
+        """Contract section 9: readiness 503 at once; keep accepting for drain_delay, every
+        response saying ``Connection: close``; then stop accepting, close idle connections,
+        give in-flight requests shutdown_grace; ``run`` returns as soon as the last ends."""
         if self._drain_started:
             return
         self._drain_started = True
         if self.state is not None:
             self.state.draining = True
+        for server in self._servers:
+            server.drain()
         await trio.sleep(self.options.drain_delay)
-        self._shutdown.set()
+        self._stop_requested = True
+        for server in self._servers:
+            server.stop(self.options.shutdown_grace)
 
 
-async def _listen(
-    nursery: trio.Nursery, app, bind: str, shutdown: trio.Event, grace: float
-) -> list[str]:
+async def _open(bind: str) -> list[TCPListener]:
     try:
-        return await nursery.start(serve_app, app, bind, shutdown, grace)
-    except* OSError as group:
-        exc = group.exceptions[0]
+        return await open_tcp_listeners(bind)
+    except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or exc
         raise StartupError(f"cannot listen on {bind}: {reason}") from None
-
-
-def _http(binds: list[str]) -> str:
-    return binds[0] if binds else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,26 +22,77 @@ from .masking import mask_secret
 log = logging.getLogger("trio_bridge.dumps")
 
 BODY_LIMIT = 1024 * 1024
-_SECRET_HEADERS = {
-    b"authorization",
-    b"x-api-key",
-    b"x-trio-bridge-token",
-    b"cookie",
-    b"set-cookie",
-    b"proxy-authorization",
-}
+_SECRET_HEADERS = frozenset(
+    {
+        b"authorization",
+        b"proxy-authorization",
+        b"x-api-key",
+        b"api-key",
+        b"x-trio-bridge-token",
+        b"cookie",
+        b"set-cookie",
+    }
+)
+# A header whose name has one of these words (split at "-" and "_") is taken as a
+# credential: x-goog-api-key, ocp-apim-subscription-key, x-amz-security-token, x-auth-token,
+# x-csrf-token, x-session-id, ... Counting headers ("x-ratelimit-remaining-tokens") are not.
+_SECRET_WORDS = frozenset(
+    {
+        b"key",
+        b"apikey",
+        b"token",
+        b"secret",
+        b"password",
+        b"passwd",
+        b"auth",
+        b"authorization",
+        b"credential",
+        b"credentials",
+        b"signature",
+        b"session",
+        b"sessionid",
+        b"cookie",
+    }
+)
+_WORD_SPLIT = re.compile(rb"[-_]")
+_SECRET_PARAM = re.compile(
+    r"(?i)(?<=[?&])([^=&]*(?:key|token|secret|password|passwd|auth|signature|sig|session)[^=&]*)=([^&]*)"
+)
 
 
-def masked_headers(headers: list[tuple[bytes, bytes]]) -> list[list[str]]:
-    """Header pairs with every credential masked (``Bearer sk-a...9xyz``)."""
+def is_secret_header(name: bytes) -> bool:
+    """True for a header name that carries a credential (exact list, then name words)."""
+    name = name.lower()
+    return name in _SECRET_HEADERS or any(w in _SECRET_WORDS for w in _WORD_SPLIT.split(name))
+
+
+def _mask_value(text: str) -> str:
+    scheme, sep, token = text.partition(" ")
+    return f"{scheme} {mask_secret(token)}" if sep else mask_secret(text)
+
+
+def masked_headers(
+    headers: list[tuple[bytes, bytes]], also: frozenset[bytes] = frozenset()
+) -> list[list[str]]:
+    """Header pairs with every credential masked (``Bearer sk-a...9xyz``): the known
+    credential headers, every credential-like name, and every name in ``also`` (a
+    provider's configured ``headers:``, which may hold an Azure ``api-key`` or the like)."""
     out = []
     for name, value in headers:
         text = value.decode("latin-1")
-        if name.lower() in _SECRET_HEADERS:
-            scheme, sep, token = text.partition(" ")
-            text = f"{scheme} {mask_secret(token)}" if sep else mask_secret(text)
+        lower = name.lower()
+        if lower in also or is_secret_header(lower):
+            text = _mask_value(text)
         out.append([name.decode("latin-1"), text])
     return out
+
+
+def masked_path(path: str) -> str:
+    """The path with credential-like query parameters masked (``?key=AIza...abcd``)."""
+    if "?" not in path:
+        return path
+    head, _, query = path.partition("?")
+    return head + "?" + _SECRET_PARAM.sub(lambda m: f"{m[1]}={mask_secret(m[2])}", "&" + query)[1:]
 
 
 @dataclass
@@ -53,6 +105,8 @@ class DumpCapture:
     path: str
     request_headers: list[tuple[bytes, bytes]]
     request_body: bytes
+    # Names (lower-case) of the provider's configured extra headers: always masked.
+    provider_headers: frozenset[bytes] = frozenset()
     started_at: float = field(default_factory=time.time)
     status: int = 0
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -75,13 +129,13 @@ class DumpCapture:
             "started_at": self.started_at,
             "request": {
                 "method": self.method,
-                "path": self.path,
-                "headers": masked_headers(self.request_headers),
+                "path": masked_path(self.path),
+                "headers": masked_headers(self.request_headers, self.provider_headers),
                 "body": _text(self.request_body[:BODY_LIMIT]),
             },
             "response": {
                 "status": self.status,
-                "headers": masked_headers(self.response_headers),
+                "headers": masked_headers(self.response_headers, self.provider_headers),
                 "body": _text(bytes(self.response_body)),
                 "truncated": self.truncated,
             },

@@ -9,17 +9,35 @@ import sys
 import time
 
 
+def iso_utc(created: float) -> str:
+    """``2026-12-01T09:30:00.123Z``: ISO-8601, UTC, milliseconds (truncated, never rounded
+    into the next second)."""
+    seconds = int(created)
+    millis = int((created - seconds) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+_CORE = ("ts", "level", "logger", "msg")
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line with the field names log shippers expect (Vector, Fluent Bit,
+    Loki, Datadog, ECS mappings): ``ts`` (ISO-8601 UTC, ms, ``Z``), ``level`` (lower-case),
+    ``logger``, ``msg``; then the record's ``fields`` (they never replace those four), and
+    ``exception`` when there is one."""
+
     def format(self, record: logging.LogRecord) -> str:
         doc = {
-            "ts": round(record.created, 3),
+            "ts": iso_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "msg": record.getMessage(),
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            doc.update(fields)
+            for key, value in fields.items():
+                if key not in _CORE:
+                    doc[key] = value
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)

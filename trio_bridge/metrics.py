@@ -106,10 +106,11 @@ key_pool_exhaustions = Counter(
     ["provider", "outcome"],
     registry=REGISTRY,
 )
-# A gauge that only goes up: the contract names it without the ``_total`` a Counter would add.
-key_pool_failover = Gauge(
-    P + "key_pool_failover_attempts",
-    "Requests re-sent with the next key (monotonic)",
+# Exposed as ``trio_bridge_key_pool_failover_attempts_total`` (Prometheus naming for a
+# counter); until 0.1 it was a gauge named without ``_total`` (docs/metrics.md).
+key_pool_failover = Counter(
+    P + "key_pool_failover_attempts_total",
+    "Requests re-sent with the next key",
     ["provider"],
     registry=REGISTRY,
 )
@@ -123,6 +124,18 @@ breaker_rejects = Counter(
     P + "circuit_breaker_rejects_total",
     "Requests refused by a breaker",
     ["provider", "endpoint", "model"],
+    registry=REGISTRY,
+)
+retries_total = Counter(
+    P + "retries_total",
+    "Attempts re-sent to the same upstream (key failovers excluded)",
+    ["provider", "reason"],
+    registry=REGISTRY,
+)
+fallbacks_total = Counter(
+    P + "fallbacks_total",
+    "Requests passed from one provider to a fallback target",
+    ["from", "to", "reason"],
     registry=REGISTRY,
 )
 snapshot_version = Gauge(
@@ -144,6 +157,19 @@ recorder_queue_depth = Gauge(
 )
 recorder_dropped = Counter(
     P + "recorder_dropped_total", "Usage records dropped (queue full)", registry=REGISTRY
+)
+recorder_written = Counter(
+    P + "recorder_written_total", "Usage records written to the database or file", registry=REGISTRY
+)
+recorder_records = Counter(
+    P + "recorder_records_total",
+    "Usage records produced (written, queued, dropped or only counted)",
+    registry=REGISTRY,
+)
+recorder_write_errors = Counter(
+    P + "recorder_write_errors_total",
+    "Batches of usage records that failed to be written (and are retried)",
+    registry=REGISTRY,
 )
 proxy_mode_connections = Counter(
     P + "proxy_mode_connections_total",
@@ -175,6 +201,8 @@ ttfb_child = cached(time_to_first_byte.labels)
 overhead_child = cached(overhead.labels)
 passthrough_child = cached(passthrough_total.labels)
 tokens_child = cached(tokens_total.labels)
+retries_child = cached(retries_total.labels)
+fallbacks_child = cached(fallbacks_total.labels)
 
 
 def record_swap(snapshot: Snapshot) -> None:
@@ -253,3 +281,15 @@ async def render() -> bytes:
     if _collector is not None:
         _collector.refresh()
     return await trio.to_thread.run_sync(generate_latest, REGISTRY)
+
+
+def _register_standard_collectors() -> None:
+    """The standard ``process_*`` and ``python_*`` collectors, on our registry."""
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+    ProcessCollector(registry=REGISTRY)
+    PlatformCollector(registry=REGISTRY)
+    GCCollector(registry=REGISTRY)
+
+
+_register_standard_collectors()

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -21,6 +21,9 @@ from .upstream import UpstreamClients
 log = logging.getLogger("trio_bridge.reload")
 
 FIRST_DATABASE_LOAD_TIMEOUT = 5.0
+# Every reload's load of one source ends within this (trio's clock); a database that
+# stops answering mid-query is abandoned and reported, its last good rows kept.
+LOAD_TIMEOUT = 10.0
 
 
 class Source(Protocol):
@@ -34,6 +37,7 @@ class _Loaded:
     contents: SourceContents | None = None
     loaded_at: float | None = None
     error: str | None = None
+    lock: trio.Lock = field(default_factory=trio.Lock)
 
 
 class Reloader:
@@ -63,6 +67,7 @@ class Reloader:
         self.on_swap: list = []  # callables(snapshot) run after each swap
         self.on_reload: list = []  # callables(reason, ok) run after each reload, swap or not
         self.builds = 0  # snapshots built by reloads (not counting start-up)
+        self.load_timeout = LOAD_TIMEOUT
 
     @property
     def debounce(self) -> float:
@@ -100,8 +105,10 @@ class Reloader:
 
     def rebuild(self, *, reason: str, force: bool = False) -> Snapshot | None:
         """Merge the sources' last good contents and swap if anything changed."""
+        live = {source.name: getattr(source, "connection", None) for source in self._sources()}
         sources = tuple(
-            SourceStatus(name, s.loaded_at, s.error) for name, s in self._loaded.items()
+            SourceStatus(name, s.loaded_at, s.error, live.get(name))
+            for name, s in self._loaded.items()
         )
         db = self._loaded.get(self.database.name).contents if self.database else None
         inputs = merge(db, self._loaded[self.files.name].contents, sources)
@@ -122,11 +129,16 @@ class Reloader:
             return None
         self._version += 1
         self.upstreams.commit(clients)
-        self.current = snapshot
+        previous, self.current = self.current, snapshot
         metrics.record_swap(snapshot)
         for hook in self.on_swap:
             hook(snapshot)
         errors = [p.name for p in snapshot.providers.values() if p.status == "error"]
+        for name in errors:  # the reason, once per provider while it stays the same
+            provider = snapshot.providers[name]
+            before = previous.providers.get(name) if previous is not None else None
+            if before is None or (before.status, before.error) != ("error", provider.error):
+                log.warning("provider %s failed to build: %s", name, provider.error)
         log.info(
             "snapshot v%d swapped in (%s): %d providers, %d with errors%s",
             snapshot.version,
@@ -137,24 +149,39 @@ class Reloader:
         )
         return snapshot
 
+    def _sources(self) -> list[Source]:
+        return [self.files] + ([self.database] if self.database else [])
+
     async def reload(self, names: set[str], *, full: bool, reason: str) -> None:
-        """Re-read the named sources (all when ``full``); rebuild unless every one of them
-        reports the same content digest and error as before (a no-op event)."""
-        sources = [self.files] + ([self.database] if self.database else [])
-        ok, changed = True, full
-        for source in sources:
-            if full or source.name in names:
-                state = self._loaded[source.name]
-                before = (state.contents.digest if state.contents else None, state.error)
-                ok = await self.load_source(source) and ok
-                after = (state.contents.digest if state.contents else None, state.error)
-                changed = changed or after != before or after[0] is None
-        if changed:
-            self.builds += 1
-            self.rebuild(reason=reason)
+        """Re-read the named sources (all when ``full``) one beside the other, each under
+        ``load_timeout``; rebuild as each one arrives unless it reports the same content
+        digest and error as before (a no-op event). Returns when all have arrived."""
+        wanted = [s for s in self._sources() if full or s.name in names]
+        results: list[bool] = []
+        async with trio.open_nursery() as nursery:
+            for source in wanted:
+                nursery.start_soon(self._reload_one, source, full, reason, results)
+        ok = all(results)
         metrics.record_reload(reason, ok)
         for hook in self.on_reload:
             hook(reason, ok)
+
+    async def _reload_one(
+        self, source: Source, full: bool, reason: str, results: list[bool]
+    ) -> None:
+        state = self._loaded[source.name]
+        async with state.lock:  # one load of a source at a time; a later one re-reads
+            before = (state.contents.digest if state.contents else None, state.error)
+            ok = await self.load_source(source, timeout=self.load_timeout)
+            after = (state.contents.digest if state.contents else None, state.error)
+            results.append(ok)
+            if full or after != before or after[0] is None:
+                self.builds += 1
+                try:
+                    self.rebuild(reason=reason)
+                except Exception:  # a bug in a build must not take the bridge down
+                    log.exception("reload (%s) failed; keeping snapshot", reason)
+                    results.append(False)
 
     async def run(
         self,
@@ -163,17 +190,22 @@ class Reloader:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve the channel: after the first request, gather more for ``debounce`` seconds
-        (trio's clock), then do one reload covering all of them."""
-        task_status.started()
-        async for first in receive:
-            names, full = {first.source}, first.full
-            with trio.move_on_after(self.debounce):
-                async for more in receive:
-                    names.add(more.source)
-                    full = full or more.full
-            reason = "+".join(sorted(names))
-            try:
-                await self.reload(names, full=full, reason=reason)
-            except Exception:  # a bug in a build must not take the bridge down
-                log.exception("reload (%s) failed; keeping snapshot", reason)
-                metrics.record_reload(reason, False)
+        (trio's clock), then start one reload covering all of them. Reloads run beside
+        each other: a source that is slow to answer never holds back another's change."""
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            async for first in receive:
+                names, full = {first.source}, first.full
+                with trio.move_on_after(self.debounce):
+                    async for more in receive:
+                        names.add(more.source)
+                        full = full or more.full
+                nursery.start_soon(self._reload_logged, names, full)
+
+    async def _reload_logged(self, names: set[str], full: bool) -> None:
+        reason = "+".join(sorted(names))
+        try:
+            await self.reload(names, full=full, reason=reason)
+        except Exception:  # a bug in a build must not take the bridge down
+            log.exception("reload (%s) failed; keeping snapshot", reason)
+            metrics.record_reload(reason, False)

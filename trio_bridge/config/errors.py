@@ -6,9 +6,18 @@ import re
 
 import msgspec
 
+from ..errors import TrioBridgeError
 
-class ConfigError(Exception):
-    """The config dir (or a row) cannot be used. The message is safe to print and log."""
+
+class ConfigError(TrioBridgeError):
+    """The config dir (or a row) cannot be used. The message is safe to print and log.
+
+    ``errors`` holds every problem found (one line each); the message joins them.
+    """
+
+    def __init__(self, *errors: str) -> None:
+        self.errors: tuple[str, ...] = errors
+        super().__init__("\n".join(errors))
 
 
 _CHOICES = {
@@ -19,14 +28,15 @@ _CHOICES = {
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
 
 
-def describe_validation_error(error: msgspec.ValidationError) -> str:
+def describe_validation_error(error: msgspec.ValidationError, at: str = "$") -> str:
     """``$.providers[1].base_url: expected a string matching ^https?://``.
 
-    msgspec messages are rephrased so that no rejected value is ever quoted.
+    msgspec messages are rephrased so that no rejected value is ever quoted. ``at`` is
+    the path of the value that was converted (its error paths are relative to it).
     """
     match = _AT.match(str(error))
     assert match is not None
-    msg, path = match.group("msg"), match.group("path") or "$"
+    msg, path = match.group("msg"), at + (match.group("path") or "$")[1:]
     if msg.startswith("Invalid enum value"):
         field = path.rsplit(".", 1)[-1]
         msg = f"expected {_CHOICES.get(field, 'one of the documented choices')}"
@@ -36,8 +46,7 @@ def describe_validation_error(error: msgspec.ValidationError) -> str:
     elif msg.startswith("Expected"):
         msg = "expected " + _plain_types(msg[len("Expected ") :])
     elif msg.startswith("Object contains unknown field"):
-        field = msg.split("`")[1] if "`" in msg else "?"
-        msg = f"unknown field {field!r}"
+        msg = "unknown field"  # its name is file content: never quoted
     elif msg.startswith("Object missing required field"):
         field = msg.split("`")[1] if "`" in msg else "?"
         msg = f"missing required field {field!r}"

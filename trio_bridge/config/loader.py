@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 
 from .errors import ConfigError, describe_validation_error
 from .model import BridgeSettings, ClientSpec, ConfigFile, ProviderSpec, convert
+from .validate import schema_errors
 
 try:
     _Loader: type = yaml.CSafeLoader
@@ -41,16 +43,27 @@ def config_files(config_dir: Path) -> list[Path]:
     )
 
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`")
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What PyYAML found, without the quoted bits of the file it likes to include."""
+    if isinstance(exc, yaml.constructor.ConstructorError):
+        return "a tag plain YAML does not define; quote values that start with !"
+    problem = getattr(exc, "problem", None) or "syntax error"
+    problem = " ".join(_QUOTED.sub("", problem).split())
+    return problem or "syntax error"
+
+
 def parse_file(name: str, text: str) -> ConfigFile:
-    """One file's contents validated against the schema; errors name the file and place."""
+    """One file's contents validated against the schema. Raises ConfigError with every
+    schema error found in the file, each naming the file and the place."""
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}:{mark.column + 1}" if mark else "?"
-        raise ConfigError(
-            f"{name}: {where}: invalid YAML ({exc.problem or 'syntax error'})"
-        ) from None
+        raise ConfigError(f"{name}: {where}: invalid YAML ({_yaml_problem(exc)})") from None
     except yaml.YAMLError:
         raise ConfigError(f"{name}: invalid YAML") from None
     if data is None:
@@ -58,11 +71,13 @@ def parse_file(name: str, text: str) -> ConfigFile:
     try:
         return convert(data, ConfigFile)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{name}: {describe_validation_error(exc)}") from None
+        errors = schema_errors(data, ConfigFile) or [describe_validation_error(exc)]
+        raise ConfigError(*(f"{name}: {error}" for error in errors)) from None
 
 
 def load_config_dir(config_dir: Path) -> LoadedConfig:
-    """Read and merge the config dir. Raises ConfigError on the first problem."""
+    """Read and merge the config dir. Raises ConfigError with every problem found: each
+    file is read and validated (all its schema errors), then the merge rules apply."""
     bridge: BridgeSettings | None = None
     bridge_file: str | None = None
     providers: list[ProviderSpec] = []
@@ -71,6 +86,7 @@ def load_config_dir(config_dir: Path) -> LoadedConfig:
     client_origins: dict[str, str] = {}
     digest = hashlib.sha256()
     files = config_files(config_dir)
+    problems: list[str] = []
     for path in files:
         try:
             raw = path.read_bytes()
@@ -81,13 +97,19 @@ def load_config_dir(config_dir: Path) -> LoadedConfig:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError(f"{path.name}: not UTF-8 text") from None
-        parsed = parse_file(path.name, text)
+        try:
+            parsed = parse_file(path.name, text)
+        except ConfigError as exc:
+            problems += exc.errors
+            continue
         if parsed.bridge is not None:
             if bridge_file is not None:
                 raise ConfigError(f"{path.name}: bridge: already set in {bridge_file}")
             bridge, bridge_file = parsed.bridge, path.name
         _collect(path.name, "providers", "name", parsed.providers, providers, origins)
         _collect(path.name, "clients", "id", parsed.clients, clients, client_origins)
+    if problems:
+        raise ConfigError(*problems)
     return LoadedConfig(
         bridge=bridge,
         providers=tuple(providers),

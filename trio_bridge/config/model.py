@@ -66,6 +66,23 @@ class BedrockSettings(_Strict):
     session_token: KeyRef | None = None
 
 
+class FallbackTarget(_Strict):
+    """One place a request may go when its provider gives up; ``model`` rewrites the body's."""
+
+    provider: ProviderName
+    model: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+
+
+class FallbackEntry(_Strict):
+    """A fallback rule: ``to`` targets, tried in order, for requests whose model matches one of
+    the ``models`` globs (omitted: every model). ``context_length``: also on a context-length
+    error."""
+
+    to: Annotated[list[FallbackTarget], Meta(min_length=1, max_length=8)]
+    models: Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(min_length=1)] | None = None
+    context_length: bool = False
+
+
 class ProviderSpec(_Strict):
     """One provider as configured, from either source.
 
@@ -80,10 +97,22 @@ class ProviderSpec(_Strict):
     keys: Annotated[list[KeyRef], Meta(max_length=MAX_KEYS)] = []
     headers: dict[str, str] = {}
     bedrock: BedrockSettings | None = None
+    # Extra CA bundle (PEM) trusted for this upstream's TLS, besides the system store.
+    ca_file: KeyRef | None = None
+    first_token_timeout: Duration | None = None
+    fallbacks: Annotated[list[FallbackEntry], Meta(max_length=16)] = []
 
     def __post_init__(self) -> None:
         if self.type is UNSET or self.base_url is UNSET:
-            if self.enabled or self.keys or self.headers or self.bedrock is not None:
+            if (
+                self.enabled
+                or self.keys
+                or self.headers
+                or self.bedrock is not None
+                or self.ca_file is not None
+                or self.fallbacks
+                or self.first_token_timeout is not None
+            ):
                 raise ValueError(
                     "expected type and base_url (only a switch-off entry, "
                     "name with enabled: false, may omit them)"
@@ -115,6 +144,16 @@ class CircuitBreakerSettings(_Strict):
     max_requests: PositiveInt = 3
 
 
+class RetrySettings(_Strict):
+    """Same-upstream retries (contract section 7): attempts per request and upstream, key
+    failovers included; full-jitter exponential backoff from ``backoff`` capped at
+    ``max_backoff``."""
+
+    max_attempts: Annotated[int, Meta(ge=1, le=10)] = 3
+    backoff: Duration = Duration(0.25)
+    max_backoff: Duration = Duration(2)
+
+
 class ReloadSettings(_Strict):
     debounce: Duration = Duration(0.25)
     resync_every: Duration = Duration(300)
@@ -131,6 +170,17 @@ class ProxyModeSettings(_Strict):
     passthrough_hosts: list[HostPort] = []
 
 
+class RecordingSettings(_Strict):
+    """``bridge.recording``: usage records (contract section 8)."""
+
+    enabled: bool = True
+    queue: PositiveInt = 10_000
+    batch: PositiveInt = 500
+    flush_every: Duration = Duration(1)
+    prompts: bool = True
+    file: Annotated[str, Meta(min_length=1)] | None = None
+
+
 class BridgeSettings(_Strict):
     auth: Literal["tokens", "none"] = "tokens"
     allow_byok: bool = True
@@ -144,8 +194,10 @@ class BridgeSettings(_Strict):
     first_byte_timeout: Duration = Duration(120)
     stream_idle_timeout: Duration = Duration(120)
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
+    retry: RetrySettings = RetrySettings()
     reload: ReloadSettings = ReloadSettings()
     proxy_mode: ProxyModeSettings | None = None
+    recording: RecordingSettings = RecordingSettings()
 
 
 class ConfigFile(_Strict):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..errors import TrioBridgeError
 from .model import KeyRef
 
 
-class KeyResolutionError(Exception):
+class KeyResolutionError(TrioBridgeError):
     """A key reference could not be resolved; the message names the reference, not a value."""
 
 

@@ -6,7 +6,7 @@ import itertools
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -29,6 +29,32 @@ def request_id_from(value: bytes | None) -> str:
 
 
 @dataclass(slots=True)
+class Attempt:
+    """One upstream attempt of a request, in the order made (times on trio's clock).
+
+    ``outcome`` is what the attempt came to: the upstream status (``"503"``), or a transport
+    outcome (``connect_error``, ``timeout``, ``first_token_timeout``, ``stream_error``, ...);
+    ``error`` a human-readable reason when it failed. ``fallback``: the target is not the
+    provider the client called. No secret: ``key_hint`` is masked (or ``byok``).
+    """
+
+    provider: str
+    model: str
+    key_hint: str
+    started: float
+    fallback: bool = False
+    status: int | None = None
+    outcome: str | None = None
+    first_byte_at: float | None = None
+    ended: float | None = None
+    error: str | None = None
+
+    def describe(self) -> str:
+        """``provider/model/key hint->outcome``, as the access line shows it."""
+        return f"{self.provider}/{self.model}/{self.key_hint}->{self.outcome or '-'}"
+
+
+@dataclass(slots=True)
 class RequestLog:
     request_id: str
     method: str
@@ -43,7 +69,8 @@ class RequestLog:
     status: int = 0
     first_byte_at: float | None = None
     upstream_time: float = 0.0
-    attempts: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+    served_by: str | None = None
     error: str | None = None
 
     def mark_first_byte(self) -> None:
@@ -70,10 +97,12 @@ class RequestLog:
             "actor": self.actor,
             "credential": self.credential,
             "key": self.key_hint,
-            "attempts": self.attempts,
+            "attempts": ",".join(a.describe() for a in self.attempts) or "-",
             "ttfb_ms": ttfb,
             "duration_ms": round((now - self.started) * 1000, 2),
         }
+        if self.served_by is not None:
+            fields["served_by"] = self.served_by
         if self.error:
             fields["error"] = self.error
         text = " ".join(

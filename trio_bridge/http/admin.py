@@ -10,11 +10,12 @@ import trio
 
 from .. import metrics
 from ..masking import strip_userinfo
-from ..snapshot import Snapshot
+from ..snapshot import Snapshot, SourceStatus
 from ..sources.base import ReloadRequest
 from ..state import BridgeState
 from .asgi import Receive, Scope, Send, lifespan, send_response
 from .headers import first
+from .health import HEALTH_PATHS, health_answer
 
 
 def snapshot_document(snapshot: Snapshot, now: float) -> dict:
@@ -52,14 +53,27 @@ def snapshot_document(snapshot: Snapshot, now: float) -> dict:
                 "keys": keys,
             }
         )
+        bedrock = getattr(p.dialect, "bedrock_info", None)
+        if bedrock is not None:  # region, models, credential source: never a secret
+            providers[-1]["bedrock"] = bedrock.as_dict()
     return {
         "version": snapshot.version,
         "built_at": snapshot.built_at,
-        "sources": [
-            {"name": s.name, "loaded_at": s.loaded_at, "error": s.error} for s in snapshot.sources
-        ],
+        "sources": [_source_document(s) for s in snapshot.sources],
         "providers": providers,
     }
+
+
+def _source_document(source: SourceStatus) -> dict:
+    """One ``sources[]`` entry; ``connection`` only for sources with a live connection."""
+    doc: dict = {"name": source.name, "loaded_at": source.loaded_at, "error": source.error}
+    if source.connection is not None:
+        doc["connection"] = {
+            "state": source.connection.state,
+            "since": round(source.connection.since, 3),
+            "last_error": source.connection.last_error,
+        }
+    return doc
 
 
 class AdminApp:
@@ -87,13 +101,8 @@ class AdminApp:
             return await send_response(
                 send, 200, body, content_type=b"text/plain; version=0.0.4; charset=utf-8"
             )
-        if path in ("/healthz", "/readyz"):
-            ready = path == "/healthz" or not self.state.draining
-            return await send_response(
-                send,
-                200 if ready else 503,
-                b'{"status":"ok"}' if ready else b'{"status":"draining"}',
-            )
+        if path in HEALTH_PATHS:
+            return await send_response(send, *health_answer(self.state, path))
         if not path.startswith("/-/"):
             return await send_response(
                 send, 404, b'{"error":{"message":"not found","type":"not_found_error"}}'

@@ -4,19 +4,22 @@ table's checks in the contract's order (section 5)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import trio
 
 from .. import metrics
 from ..dumps import DumpCapture
 from ..providers.base import BodyError, peek_body
+from ..recording.tap import new_tap
 from ..state import BridgeState
 from .access import RequestLog, request_id_from
 from .asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, lifespan, read_body, send_response
-from .auth import Unauthenticated, authenticate
-from .errors import send_error
+from .auth import Caller, Unauthenticated, authenticate
+from .errors import send_error, send_unavailable
 from .headers import first
-from .paths import is_safe_path, split_provider
+from .health import HEALTH_PATHS, health_answer
+from .paths import is_safe_path, is_safe_query, split_provider
 from .proxy import Exchange, run_exchange
 
 log = logging.getLogger("trio_bridge.http")
@@ -39,10 +42,8 @@ class BridgeApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         path = raw_path.decode("latin-1")
-        if path == "/healthz":
-            return await send_response(send, 200, b'{"status":"ok"}')
-        if path == "/readyz":
-            return await self._readyz(send)
+        if path in HEALTH_PATHS:
+            return await send_response(send, *health_answer(self.state, path))
         snapshot = self.state.current
         headers = scope["headers"]
         log_entry = RequestLog(
@@ -57,14 +58,6 @@ class BridgeApp:
         finally:
             self.state.inflight -= 1
             log_entry.emit()
-
-    async def _readyz(self, send: Send) -> None:
-        state = self.state
-        if state.draining:
-            return await send_response(send, 503, b'{"status":"draining"}')
-        if not state.database_settled.is_set():
-            return await send_response(send, 503, b'{"status":"starting"}')
-        await send_response(send, 200, b'{"status":"ready"}')
 
     async def _bridge(
         self, scope, receive, send, snapshot, headers, path, entry: RequestLog
@@ -94,7 +87,8 @@ class BridgeApp:
         entry.credential = "byok" if caller.byok else "pool"
 
         name, rest = split_provider(path)
-        provider = snapshot.providers.get(name) if is_safe_path(path) else None
+        safe = is_safe_path(path) and is_safe_query(scope.get("query_string") or b"")
+        provider = snapshot.providers.get(name) if safe else None
         if (
             caller.byok
             and not bridge.allow_byok
@@ -107,10 +101,12 @@ class BridgeApp:
         if provider is None or (route is None and provider.type is not None):
             return await fail(404, not_found, dialect)
         entry.provider = provider.name
-        if provider.status == "disabled":
-            return await fail(503, f'provider "{provider.name}" is disabled', dialect)
         if provider.status != "ok" or route is None:
-            return await fail(503, f'provider "{provider.name}" is misconfigured', dialect)
+            reason = "disabled" if provider.status == "disabled" else "misconfigured"
+            entry.status, entry.error = 503, f'provider "{provider.name}" is {reason}'
+            return await send_unavailable(
+                send, provider.name, reason, dialect=dialect, request_id=rid
+            )
         entry.route = route.template
 
         try:
@@ -131,6 +127,14 @@ class BridgeApp:
             model_label = provider.labeler.label(peek.model)
             entry.model = model_label
             body, wants_usage = dialect.prepare_body(route, body, peek)
+        if provider.type == "copilot":
+            # HOOK(copilot): the caller's own Authorization is the only upstream credential.
+            caller = copilot_caller(caller, headers, bridge.auth)
+            if not caller.byok:
+                return await fail(
+                    401, "copilot needs your own Authorization header (a Copilot token)", dialect
+                )
+            entry.credential = "byok"
         if not caller.byok and not provider.has_keys:
             return await fail(401, "this provider has no configured key; send your own", dialect)
 
@@ -154,6 +158,7 @@ class BridgeApp:
             model_label=model_label,
             log=entry,
         )
+        exchange.tap = new_tap(self.state, exchange)  # recording hook: records and spans
         if bridge.api_dump_dir and self.state.dumps is not None:
             exchange.dump = DumpCapture(
                 request_id=entry.request_id,
@@ -162,6 +167,7 @@ class BridgeApp:
                 path=path + ("?" + query.decode("latin-1") if query else ""),
                 request_headers=list(headers),
                 request_body=body,
+                provider_headers=frozenset(name for name, _ in provider.headers),
             )
         inflight = metrics.inflight_child(provider.name, route.template)
         inflight.inc()
@@ -173,10 +179,22 @@ class BridgeApp:
         finally:
             inflight.dec()
             _observe(exchange)
+            if exchange.tap is not None:  # recording hook: the final record, spans end
+                exchange.tap.finish()
             if exchange.dump is not None and self.state.dumps is not None:
                 exchange.dump.status = entry.status or CLIENT_CLOSED
                 exchange.dump.error = entry.error
                 self.state.dumps.submit(bridge.api_dump_dir, exchange.dump)
+
+
+def copilot_caller(caller: Caller, headers: list, auth: str) -> Caller:
+    """Copilot takes only the caller's ``Authorization``: under ``auth: tokens`` when it is
+    not the bridge token (BYOK as usual), under ``auth: none`` whenever it is present."""
+    if auth == "none":
+        keep = frozenset((n, v) for n, v in headers if n == b"authorization")
+    else:
+        keep = frozenset(pair for pair in caller.keep_auth if pair[0] == b"authorization")
+    return replace(caller, byok=bool(keep), keep_auth=keep)
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, ex: Exchange) -> None:
@@ -206,6 +224,8 @@ def _observe(ex: Exchange) -> None:
         metrics.ttfb_child(provider, route).observe(entry.first_byte_at - entry.started)
     metrics.overhead_child(provider, route).observe(max(0.0, duration - ex.upstream_wait))
     usage = ex.usage
+    # Tokens belong to the target that served the answer (a fallback, possibly).
+    served, served_label = ex.served_provider or provider, ex.served_label or ex.model_label
     for kind, value in (
         ("input", usage.input),
         ("output", usage.output),
@@ -213,4 +233,4 @@ def _observe(ex: Exchange) -> None:
         ("cache_write", usage.cache_write),
     ):
         if value:
-            metrics.tokens_child(provider, ex.model_label, kind).inc(value)
+            metrics.tokens_child(served, served_label, kind).inc(value)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..config.model import ClientSpec
-from .headers import Headers, first
+from .headers import AUTH_HEADERS, Headers, first
 
 ANONYMOUS = "anonymous"
 
@@ -16,12 +16,13 @@ ANONYMOUS = "anonymous"
 @dataclass(frozen=True, slots=True)
 class Caller:
     """Who is calling and with which credentials. ``keep_auth`` are the client's own auth
-    headers that go upstream unchanged (BYOK)."""
+    headers, as (name, value) pairs, that go upstream unchanged (BYOK); a header equal to
+    the bridge token is never among them, even when the client repeats the header."""
 
     actor: str
     metadata: Mapping[str, str]
     byok: bool
-    keep_auth: frozenset[bytes]
+    keep_auth: frozenset[tuple[bytes, bytes]]
 
 
 class Unauthenticated(Exception):
@@ -37,19 +38,13 @@ def _bearer(value: bytes | None) -> bytes | None:
     return None
 
 
-def _byok_headers(headers: Headers, bridge_token: bytes) -> frozenset[bytes]:
-    """The auth headers that differ from the bridge token: the client's own upstream key."""
-    own: set[bytes] = set()
-    authorization = first(headers, b"authorization")
-    if (
-        authorization is not None
-        and _bearer(authorization) != bridge_token
-        and authorization != bridge_token
-    ):
-        own.add(b"authorization")
-    api_key = first(headers, b"x-api-key")
-    if api_key is not None and api_key != bridge_token:
-        own.add(b"x-api-key")
+def _byok_headers(headers: Headers, bridge_token: bytes) -> frozenset[tuple[bytes, bytes]]:
+    """Every ``Authorization`` / ``X-Api-Key`` value that is not the bridge token (bare or as
+    ``Bearer``): the client's own upstream key. Each occurrence is judged on its own."""
+    own: set[tuple[bytes, bytes]] = set()
+    for name, value in headers:
+        if name in AUTH_HEADERS and value != bridge_token and _bearer(value) != bridge_token:
+            own.add((name, value))
     return frozenset(own)
 
 

@@ -25,7 +25,35 @@ HOP_BY_HOP = frozenset(
         b"proxy-connection",
     }
 )
-_ALWAYS_DROPPED = HOP_BY_HOP | {b"host", b"content-length", b"cookie", b"forwarded"}
+# Headers by which proxies and CDNs in front of the bridge describe the client or rewrite
+# the target. The bridge is the upstream's client: none of them is the upstream's business
+# (they leak internal addresses and names), and an upstream that trusts one could be
+# misled by a client forging it. ``Via`` too: it names the internal proxy chain, and the
+# bridge originates a new request rather than forwarding the client's.
+CLIENT_ADDRESS_HEADERS = frozenset(
+    {
+        b"forwarded",
+        b"x-forwarded",
+        b"x-real-ip",
+        b"true-client-ip",
+        b"x-original-url",
+        b"x-rewrite-url",
+        b"x-original-forwarded-for",
+        b"cf-connecting-ip",
+        b"cf-connecting-ipv6",
+        b"fastly-client-ip",
+        b"x-cluster-client-ip",
+        b"x-client-ip",
+        b"client-ip",
+        b"x-originating-ip",
+        b"x-remote-ip",
+        b"x-remote-addr",
+        b"x-proxyuser-ip",
+        b"x-envoy-external-address",
+        b"via",
+    }
+)
+_ALWAYS_DROPPED = HOP_BY_HOP | CLIENT_ADDRESS_HEADERS | {b"host", b"content-length", b"cookie"}
 _DROPPED_PREFIXES = (b"x-trio-bridge-", b"x-ai-bridge-actor", b"x-forwarded-")
 AUTH_HEADERS = (b"authorization", b"x-api-key")
 USER_AGENT = f"trio-bridge/{__version__}".encode()
@@ -49,7 +77,7 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
 def upstream_request_headers(
     client_headers: Headers,
     *,
-    keep_auth: frozenset[bytes],
+    keep_auth: frozenset[tuple[bytes, bytes]],
     key_header: tuple[bytes, bytes] | None,
     extra: Iterable[tuple[bytes, bytes]] = (),
     identity_encoding: bool,
@@ -58,8 +86,10 @@ def upstream_request_headers(
 ) -> Headers:
     """The headers sent upstream: the client's minus what must not travel, plus ours.
 
-    ``keep_auth`` names the client auth headers to pass unchanged (BYOK); the others are
-    removed. ``key_header`` is the pool key, injected after that removal.
+    ``keep_auth`` holds the client auth headers, as (name, value) pairs, to pass unchanged
+    (BYOK); every other ``Authorization`` / ``X-Api-Key`` is removed, so a repeated header
+    carrying the bridge token never travels. ``key_header`` is the pool key, injected after
+    that removal.
     """
     listed = _connection_tokens(client_headers)
     extra = list(extra)
@@ -71,7 +101,7 @@ def upstream_request_headers(
     for name, value in client_headers:
         if name in _ALWAYS_DROPPED or name in listed or name.startswith(_DROPPED_PREFIXES):
             continue
-        if name in AUTH_HEADERS and name not in keep_auth:
+        if name in AUTH_HEADERS and (name, value) not in keep_auth:
             continue
         if name in replaced:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from .base import Dialect, Route, RouteTable, Usage, encode, error_kind
+from .records_anthropic import fold_usage
 from .sse import event_data
 
 MESSAGES = Route("messages", "/v1/messages", True)
@@ -12,36 +13,44 @@ MESSAGES = Route("messages", "/v1/messages", True)
 _KINDS = {502: "api_error", 503: "overloaded_error", 504: "api_error", 413: "request_too_large"}
 
 
-class _Usage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-
-
 class _Message(msgspec.Struct):
-    usage: _Usage | None = None
+    usage: dict | None = None
 
 
 class _Event(msgspec.Struct):
     type: str | None = None
     message: _Message | None = None
-    usage: _Usage | None = None
+    usage: dict | None = None
 
+
+class _Block(msgspec.Struct):
+    type: str | None = None
+
+
+class _KindPeek(msgspec.Struct):
+    type: str | None = None
+    content_block: _Block | None = None
+
+
+class _Error(msgspec.Struct):
+    type: str | None = None
+    message: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _Error | None = None
+
+
+_CONTENT_EVENTS = frozenset({"content_block_delta", "message_delta", "message_stop"})
+# Blocks that are an answer as soon as they start (a text or thinking block starts empty).
+_CONTENT_BLOCKS = frozenset({"tool_use", "server_tool_use"})
 
 _message_decoder = msgspec.json.Decoder(_Message)
+_kind_decoder = msgspec.json.Decoder(_KindPeek)
+_error_decoder = msgspec.json.Decoder(_ErrorBody)
 _event_decoder = msgspec.json.Decoder(_Event)
-
-
-def _fold(into: Usage, u: _Usage) -> None:
-    if u.input_tokens is not None:
-        into.input = u.input_tokens
-    if u.output_tokens is not None:
-        into.output = u.output_tokens
-    if u.cache_read_input_tokens is not None:
-        into.cache_read = u.cache_read_input_tokens
-    if u.cache_creation_input_tokens is not None:
-        into.cache_write = u.cache_creation_input_tokens
+# Usage as recorded (cache kept apart, extra fields): see records_anthropic.
+_fold = fold_usage
 
 
 class AnthropicDialect(Dialect):
@@ -82,6 +91,35 @@ class AnthropicDialect(Dialect):
         usage = Usage()
         _fold(usage, msg.usage)
         return usage
+
+    def stream_event_kind(self, route: Route, event: bytes) -> str | None:
+        data = event_data(event).strip()
+        if not data:
+            return None
+        try:
+            peek = _kind_decoder.decode(data)
+        except msgspec.DecodeError:
+            return None
+        if peek.type == "error":
+            return "error"
+        if peek.type in _CONTENT_EVENTS:
+            return "content"
+        if peek.type == "content_block_start" and peek.content_block is not None:
+            return "content" if peek.content_block.type in _CONTENT_BLOCKS else None
+        return None
+
+    def is_context_length_error(self, status: int, body: bytes) -> bool:
+        if status != 400:
+            return False
+        try:
+            error = _error_decoder.decode(body).error
+        except msgspec.DecodeError:
+            return False
+        return (
+            error is not None
+            and error.type == "invalid_request_error"
+            and "prompt is too long" in (error.message or "").lower()
+        )
 
     def usage_from_event(self, route: Route, event: bytes, usage: Usage) -> bool:
         data = event_data(event)

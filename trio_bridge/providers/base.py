@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -21,12 +22,16 @@ class Route:
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts read from an upstream answer (None: not reported)."""
+    """Token counts read from an upstream answer (None: not reported).
+
+    ``input`` excludes cached tokens in every dialect; ``extra`` keeps the provider's other
+    usage fields under their own names (``reasoning_tokens`` lifted to the top level)."""
 
     input: int | None = None
     output: int | None = None
     cache_read: int | None = None
     cache_write: int | None = None
+    extra: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -49,6 +54,27 @@ class Peek(msgspec.Struct):
     stream_options: dict | None = None
 
 
+@dataclass(slots=True)
+class UpstreamAttempt:
+    """One attempt's request as it will go upstream: ``raw_path`` (path + query) is appended
+    to the provider's base_url; ``byok`` when the caller's own key travels (no pool key)."""
+
+    method: str
+    raw_path: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    byok: bool = False
+
+
+class AttemptError(Exception):
+    """A request the dialect cannot send (e.g. no AWS credentials): answered with ``status``,
+    never a breaker failure."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
 class BodyError(Exception):
     """A bridged request body the bridge cannot route (400)."""
 
@@ -57,13 +83,20 @@ _peek_decoder = msgspec.json.Decoder(Peek)
 
 
 def peek_body(body: bytes) -> Peek:
-    """``model`` and ``stream`` from a JSON object body; BodyError if unusable."""
+    """``model`` and ``stream`` from a JSON object body; BodyError if unusable.
+
+    Never raises anything else, whatever the bytes: invalid JSON, a value of the wrong type,
+    a number out of range in a peeked field, or nesting deeper than the decoder's recursion
+    limit (msgspec raises RecursionError before the C stack is at risk) all become BodyError.
+    """
     try:
         peek = _peek_decoder.decode(body)
     except msgspec.ValidationError:
         raise BodyError('request body must be a JSON object with a string "model"') from None
     except msgspec.DecodeError:
         raise BodyError("request body is not valid JSON") from None
+    except RecursionError:
+        raise BodyError("request body is nested too deeply") from None
     if not peek.model:
         raise BodyError('request body has no "model"')
     return peek
@@ -120,9 +153,31 @@ class Dialect:
     def usage_from_body(self, route: Route, body: bytes) -> Usage | None:
         return None
 
+    # --- per-attempt hooks (no-ops here; Bedrock rewrites, signs and translates) ---------
+
+    async def prepare_attempt(self, route: Route, attempt: UpstreamAttempt) -> UpstreamAttempt:
+        """The request to send for one attempt (called again on every retry, so a signature
+        is always fresh). Raises AttemptError when it cannot be sent."""
+        return attempt
+
+    def adapt_response(self, route: Route, response: Any) -> Any:
+        """The upstream response as the client's dialect speaks it (status, headers, body
+        bytes), applied before key marking, breaker verdict and relay."""
+        return response
+
     def usage_from_event(self, route: Route, event: bytes, usage: Usage) -> bool:
         """Fold one SSE event into ``usage``; True when the event is a usage-only chunk
         the client did not ask for and must not be relayed (OpenAI chat only)."""
+        return False
+
+    def stream_event_kind(self, route: Route, event: bytes) -> str | None:
+        """``"content"`` for an event that carries the answer (or ends it), ``"error"`` for
+        an error event, None for anything else (role-only chunks, pings, created events).
+        Used by ``first_token_timeout``: the response head waits for the first content."""
+        return "content"
+
+    def is_context_length_error(self, status: int, body: bytes) -> bool:
+        """Whether an error answer says the prompt exceeds the model's context."""
         return False
 
 

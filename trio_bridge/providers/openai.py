@@ -14,31 +14,20 @@ from .base import (
     error_kind,
     last_sequence_number,
 )
+from .records_openai import chat_usage, responses_usage
 from .sse import event_data
 
 CHAT = Route("chat_completions", "/v1/chat/completions", True)
 RESPONSES = Route("responses", "/v1/responses", True)
 
 
-class _ChatUsage(msgspec.Struct):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    prompt_tokens_details: dict | None = None
-
-
 class _ChatChunk(msgspec.Struct):
     choices: list | None = None
-    usage: _ChatUsage | None = None
-
-
-class _RespUsage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    input_tokens_details: dict | None = None
+    usage: dict | None = None
 
 
 class _Response(msgspec.Struct):
-    usage: _RespUsage | None = None
+    usage: dict | None = None
 
 
 class _RespEvent(msgspec.Struct):
@@ -46,27 +35,43 @@ class _RespEvent(msgspec.Struct):
     response: _Response | None = None
 
 
+class _Choice(msgspec.Struct):
+    delta: dict | None = None
+    finish_reason: str | None = None
+
+
+class _ChatPeek(msgspec.Struct):
+    choices: list[_Choice] | None = None
+    error: dict | None = None
+
+
+class _Error(msgspec.Struct):
+    code: str | None = None
+    type: str | None = None
+
+
+class _ErrorBody(msgspec.Struct):
+    error: _Error | None = None
+
+
+# Delta fields that carry an answer (an empty content string or a role alone does not).
+_CONTENT_FIELDS = ("content", "tool_calls", "function_call", "refusal", "reasoning", "audio")
+_RESP_CONTENT = frozenset(
+    {"response.completed", "response.incomplete", "response.output_item.done"}
+)
+_RESP_ERRORS = frozenset({"error", "response.failed"})
+
 _chat_decoder = msgspec.json.Decoder(_ChatChunk)
+_chat_peek_decoder = msgspec.json.Decoder(_ChatPeek)
+_error_decoder = msgspec.json.Decoder(_ErrorBody)
 _resp_decoder = msgspec.json.Decoder(_Response)
 _resp_event_decoder = msgspec.json.Decoder(_RespEvent)
-
-
-def _chat_usage(u: _ChatUsage) -> Usage:
-    cached = (u.prompt_tokens_details or {}).get("cached_tokens")
-    return Usage(
-        input=u.prompt_tokens,
-        output=u.completion_tokens,
-        cache_read=cached if isinstance(cached, int) else None,
-    )
-
-
-def _resp_usage(u: _RespUsage) -> Usage:
-    cached = (u.input_tokens_details or {}).get("cached_tokens")
-    return Usage(
-        input=u.input_tokens,
-        output=u.output_tokens,
-        cache_read=cached if isinstance(cached, int) else None,
-    )
+# A JSON object's members as their raw bytes: rewriting one member leaves the others untouched.
+_raw_object = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_TRUE = msgspec.Raw(b"true")
+# Usage as recorded (input without cached tokens, extra fields): see records_openai.
+_chat_usage = chat_usage
+_resp_usage = responses_usage
 
 
 class OpenAIDialect(Dialect):
@@ -120,18 +125,32 @@ class OpenAIDialect(Dialect):
         return b"data: " + encode(payload) + b"\n\n"
 
     def prepare_body(self, route: Route, body: bytes, peek: Peek) -> tuple[bytes, bool]:
+        """Force ``stream_options.include_usage`` on streaming chat. Every value the client
+        sent travels as its own bytes (``1e999`` stays ``1e999``): nothing is re-encoded.
+        Never raises for a body ``peek_body`` accepted; if the body cannot be rewritten it
+        goes upstream unchanged (usage is then whatever the upstream reports)."""
         if route.endpoint != "chat_completions" or not peek.stream:
             return body, True
         options = peek.stream_options
-        if options is None:
+        if options is not None and options.get("include_usage") is True:
+            return body, True
+        if options is None and b'"stream_options"' not in body:
             # Common case: splice the option in rather than re-encoding the whole body.
             start = body.index(b"{") + 1
             return body[:start] + b'"stream_options":{"include_usage":true},' + body[start:], False
-        if options.get("include_usage") is True:
+        try:
+            fields = _raw_object.decode(body)
+            raw_options = fields.get("stream_options")
+            merged = (
+                _raw_object.decode(raw_options)
+                if options is not None and raw_options is not None
+                else {}
+            )
+        except (msgspec.DecodeError, RecursionError):
             return body, True
-        data = msgspec.json.decode(body)
-        data["stream_options"] = {**options, "include_usage": True}
-        return encode(data), False
+        merged["include_usage"] = _TRUE
+        fields["stream_options"] = msgspec.Raw(encode(merged))
+        return encode(fields), False
 
     def usage_from_body(self, route: Route, body: bytes) -> Usage | None:
         try:
@@ -162,9 +181,47 @@ class OpenAIDialect(Dialect):
             _merge(usage, _chat_usage(chunk.usage))
         return chunk.usage is not None and chunk.choices == []
 
+    def stream_event_kind(self, route: Route, event: bytes) -> str | None:
+        data = event_data(event).strip()
+        if not data:
+            return None
+        if data == b"[DONE]":
+            return "content"
+        try:
+            if route.endpoint == "responses":
+                kind = _resp_event_decoder.decode(data).type or ""
+                if kind in _RESP_ERRORS:
+                    return "error"
+                if kind.endswith(".delta") or kind in _RESP_CONTENT:
+                    return "content"
+                return None
+            chunk = _chat_peek_decoder.decode(data)
+        except msgspec.DecodeError:
+            return None
+        if chunk.error is not None:
+            return "error"
+        if chunk.choices == []:
+            return "content"  # the usage chunk: the answer is over
+        for choice in chunk.choices or ():
+            if choice.finish_reason is not None:
+                return "content"
+            delta = choice.delta or {}
+            if any(delta.get(name) or delta.get(name + "_content") for name in _CONTENT_FIELDS):
+                return "content"
+        return None
+
+    def is_context_length_error(self, status: int, body: bytes) -> bool:
+        if status != 400:
+            return False
+        try:
+            error = _error_decoder.decode(body).error
+        except msgspec.DecodeError:
+            return False
+        return error is not None and error.code == "context_length_exceeded"
+
 
 def _merge(into: Usage, new: Usage) -> None:
-    for field in ("input", "output", "cache_read", "cache_write"):
+    for field in ("input", "output", "cache_read", "cache_write", "extra"):
         value = getattr(new, field)
         if value is not None:
             setattr(into, field, value)

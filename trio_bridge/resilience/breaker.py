@@ -43,7 +43,7 @@ CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
 
-_FAILURE_STATUSES = frozenset({503, 504, 529})
+FAILURE_STATUSES = frozenset({500, 502, 503, 504, 529})
 
 
 def is_breaker_failure(
@@ -51,10 +51,12 @@ def is_breaker_failure(
 ) -> bool:
     """Whether an upstream outcome counts against the breaker.
 
-    Failures: a connect error, a first-byte timeout, or status 503, 504 or 529. Everything
-    else is a success for the breaker, including 429, every other 4xx and 500/502.
+    Failures: a connect error, a first-byte (or first-token) timeout, or status 500, 502, 503,
+    504 or 529. Everything else is a success for the breaker, including 429 and every 4xx.
+    The request path classifies through :func:`trio_bridge.resilience.outcome.classify_status`,
+    which agrees with this.
     """
-    return connect_error or first_byte_timeout or status in _FAILURE_STATUSES
+    return connect_error or first_byte_timeout or status in FAILURE_STATUSES
 
 
 @dataclass(frozen=True)

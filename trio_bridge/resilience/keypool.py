@@ -3,8 +3,9 @@
 A pure state machine. ``now`` is trio's clock; nothing here sleeps, reads a clock or does
 I/O. Guarantees:
 
-- :meth:`KeyPool.pick` returns the first key, in configured order, not cooling down.
-- A new cooldown never shortens one in force (``cooling_until`` only grows).
+- :meth:`KeyPool.pick` returns the first key, in configured order, not cooling down for the
+  request's model label: a 429 cools one (key, model) pair, a 401 the whole key.
+- A new cooldown never shortens one in force (every ``cooling_until`` only grows).
 - Key state lives in :class:`KeyState` objects shared by every snapshot holding the same
   resolved key value, so a reload keeps cooldowns (:class:`KeyStateRegistry`).
 - A secret never appears in a ``repr``, a view or an exception message.
@@ -24,6 +25,8 @@ __all__ = [
     "AUTH_FAILED",
     "AUTH_FAILED_COOLDOWN",
     "DEFAULT_COOLDOWN",
+    "BACKOFF_MAX",
+    "BACKOFF_START",
     "MAX_COOLDOWN",
     "RATE_LIMITED",
     "VALID",
@@ -32,6 +35,7 @@ __all__ = [
     "KeyState",
     "KeyStateRegistry",
     "KeyView",
+    "PairState",
     "PoolKey",
     "cooldown_from_headers",
 ]
@@ -42,46 +46,138 @@ AUTH_FAILED = "auth_failed"
 
 DEFAULT_COOLDOWN = 60.0
 AUTH_FAILED_COOLDOWN = 60.0
+# A 429 without a rate-limit header: 1 s, doubling per consecutive one, at most 60 s.
+BACKOFF_START = 1.0
+BACKOFF_MAX = 60.0
 # Upper bound on any single cooldown, so a hostile or broken Retry-After cannot
 # bench a key for years (or overflow the arithmetic with "1e400").
 MAX_COOLDOWN = 86_400.0
+# Model labels remembered per key; labels are bounded per snapshot, this bounds them across
+# reloads too.
+MAX_MODELS_PER_KEY = 256
 
 # Float noise (0.1 + 3 - 0.1 == 3.0000000000000004) must not round 3 s up to 4 s.
 _CEIL_SLACK = 1e-6
+
+
+@dataclass(eq=False, slots=True)
+class PairState:
+    """The rate-limit state of one (key, model label) pair."""
+
+    cooling_until: float = 0.0
+    # Consecutive 429s without a rate-limit header (the exponential backoff's exponent).
+    streak: int = 0
 
 
 @dataclass(eq=False)
 class KeyState:
     """Mutable cooldown state of one resolved key value; compared and hashed by identity.
 
-    ``cooling_until`` is on trio's clock: the key cools while ``now < cooling_until``.
-    ``reason`` is the reason of the cooldown that ends last; it is kept after the cooldown
-    ends as the key's last failure (views report it only while cooling).
+    Two kinds of cooldown, on trio's clock (cooling while ``now < until``):
+
+    - key-wide (``cooling_until``/``reason``): after a 401, the key is unusable for every model;
+    - per model label (``models``): after a 429, only that (key, model) pair cools, so one
+      model's rate limit never blocks the key's other models.
+
+    ``reason`` is the reason of the key-wide cooldown that ends last; it is kept after the
+    cooldown ends as the key's last key-wide failure. ``last_failure`` is the reason of the
+    latest cooldown of either kind.
     """
 
     cooling_until: float = 0.0
     reason: str | None = None
+    models: dict[str, PairState] = field(default_factory=dict)
+    last_failure: str | None = None
 
-    def cooling(self, now: float) -> bool:
-        return now < self.cooling_until
+    def until(self, model: str = "") -> float:
+        """When the key becomes usable for ``model``."""
+        pair = self.models.get(model)
+        return max(self.cooling_until, pair.cooling_until if pair is not None else 0.0)
 
-    def status(self, now: float) -> str:
-        """``"valid"``, ``"rate_limited"`` or ``"auth_failed"``."""
-        if not self.cooling(now):
-            return VALID
-        return self.reason or RATE_LIMITED
+    def cooling(self, now: float, model: str = "") -> bool:
+        """Whether the key is unusable for ``model`` at ``now``."""
+        return now < self.until(model)
+
+    def status(self, now: float, model: str | None = None) -> str:
+        """``"valid"``, ``"rate_limited"`` or ``"auth_failed"``.
+
+        For a model: the reason of the cooldown in force that ends last. Without a model (the
+        key as a whole): ``auth_failed`` while key-wide cooling, ``rate_limited`` while any of
+        its (key, model) pairs cools.
+        """
+        if model is not None:
+            pair = self.models.get(model)
+            pair_until = pair.cooling_until if pair is not None else 0.0
+            if now < self.cooling_until and self.cooling_until >= pair_until:
+                return self.reason or AUTH_FAILED
+            return RATE_LIMITED if now < pair_until else VALID
+        if now < self.cooling_until:
+            return self.reason or AUTH_FAILED
+        if any(now < pair.cooling_until for pair in self.models.values()):
+            return RATE_LIMITED
+        return VALID
+
+    def view_until(self, now: float) -> float | None:
+        """The end of what makes :meth:`status` (without a model) non-valid, or None."""
+        if now < self.cooling_until:
+            return self.cooling_until
+        ends = [p.cooling_until for p in self.models.values() if now < p.cooling_until]
+        return max(ends) if ends else None
+
+    def cooling_models(self, now: float) -> dict[str, float]:
+        """Model label -> cooldown end, for every pair cooling at ``now``."""
+        return {m: p.cooling_until for m, p in self.models.items() if now < p.cooling_until}
 
     def cool(self, now: float, cooldown: float, reason: str) -> bool:
-        """Cool for ``cooldown`` seconds from ``now`` unless a cooldown ending later is in force.
-
-        Returns True when the visible status changed (a transition worth counting).
-        """
+        """Cool the whole key for ``cooldown`` seconds from ``now`` unless a key-wide cooldown
+        ending later is in force. Returns True when the key's visible status changed."""
         before = self.status(now)
         until = now + _clamp_cooldown(cooldown)
         if until > self.cooling_until:
             self.cooling_until = until
             self.reason = reason
+        self.last_failure = reason
         return self.status(now) != before
+
+    def cool_model(self, now: float, model: str, cooldown: float | None) -> bool:
+        """Cool the (key, ``model``) pair after a 429: for ``cooldown`` seconds, or (None: no
+        rate-limit header) for the pair's exponential backoff. A 429 arriving while the pair
+        already cools does not double the backoff (concurrent requests hitting one limit count
+        once). Never shortens a cooldown in force. True when the pair's status changed."""
+        pair = self._pair(now, model)
+        before = self.status(now, model)
+        if cooldown is None:
+            if now >= pair.cooling_until:
+                pair.streak += 1
+            cooldown = min(BACKOFF_MAX, BACKOFF_START * 2.0 ** max(0, pair.streak - 1))
+        until = now + _clamp_cooldown(cooldown)
+        if until > pair.cooling_until:
+            pair.cooling_until = until
+        self.last_failure = RATE_LIMITED
+        return self.status(now, model) != before
+
+    def succeeded(self, model: str) -> None:
+        """A success on (key, ``model``): its backoff starts again from 1 s."""
+        pair = self.models.get(model)
+        if pair is not None and pair.streak:
+            pair.streak = 0
+
+    def _pair(self, now: float, model: str) -> PairState:
+        pair = self.models.get(model)
+        if pair is None:
+            if len(self.models) >= MAX_MODELS_PER_KEY:
+                self._prune(now)
+            pair = self.models[model] = PairState()
+        return pair
+
+    def _prune(self, now: float) -> None:
+        """Forget pairs that neither cool nor carry a backoff streak; if none, the one whose
+        cooldown ended first."""
+        idle = [m for m, p in self.models.items() if now >= p.cooling_until and not p.streak]
+        if not idle:
+            idle = [min(self.models, key=lambda m: self.models[m].cooling_until)]
+        for m in idle:
+            del self.models[m]
 
 
 @dataclass(frozen=True)
@@ -96,13 +192,15 @@ class PoolKey:
 
 @dataclass(frozen=True)
 class KeyView:
-    """A key as ``/-/snapshot`` and metrics show it; no secret."""
+    """A key as ``/-/snapshot`` and metrics show it; no secret. ``models``: the model labels
+    it is rate-limited for, with each cooldown's end."""
 
     index: int
     hint: str
     state: str
     cooling_until: float | None
     reason: str | None
+    models: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,7 +213,10 @@ class Exhaustion:
 
 
 class KeyPool:
-    """The keys of one provider, in configured order."""
+    """The keys of one provider, in configured order.
+
+    Every per-model operation takes the request's model label (``""``: one implicit model, for
+    callers with no model, e.g. passthrough routes)."""
 
     def __init__(self, provider: str, keys: Sequence[PoolKey]) -> None:
         self.provider = provider
@@ -127,46 +228,53 @@ class KeyPool:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def pick(self, now: float, tried: Collection[int] = ()) -> PoolKey | None:
-        """First key, in configured order, not cooling down and not in ``tried`` (indexes)."""
+    def pick(self, now: float, tried: Collection[int] = (), model: str = "") -> PoolKey | None:
+        """First key, in configured order, not cooling for ``model`` and not in ``tried``."""
         for key in self.keys:
-            if key.index not in tried and not key.state.cooling(now):
+            if key.index not in tried and not key.state.cooling(now, model):
                 return key
         return None
 
-    def mark_rate_limited(self, key: PoolKey, now: float, cooldown: float) -> bool:
-        """Cool ``key`` after a 429. True if its status changed."""
-        return key.state.cool(now, cooldown, RATE_LIMITED)
+    def mark_rate_limited(
+        self, key: PoolKey, now: float, cooldown: float | None, model: str = ""
+    ) -> bool:
+        """Cool (``key``, ``model``) after a 429; ``cooldown`` None: the pair's backoff.
+        True if the pair's status changed."""
+        return key.state.cool_model(now, model, cooldown)
 
     def mark_auth_failed(
         self, key: PoolKey, now: float, cooldown: float = AUTH_FAILED_COOLDOWN
     ) -> bool:
-        """Cool ``key`` after a 401. True if its status changed."""
+        """Cool ``key`` for every model after a 401. True if its status changed."""
         return key.state.cool(now, cooldown, AUTH_FAILED)
 
-    def exhaustion(self, now: float) -> Exhaustion:
-        """The answer when :meth:`pick` found nothing.
+    def mark_success(self, key: PoolKey, model: str = "") -> None:
+        """A success with (``key``, ``model``): resets that pair's backoff."""
+        key.state.succeeded(model)
 
-        429 if any key is rate-limited, with ``retry_after`` the smallest remaining
-        rate-limit cooldown rounded up to whole seconds (at least 1); auth-failed keys do
-        not shorten it. If no rate-limit cooldown is still running but a key's last failure
-        was a 429 (a tiny cooldown that ended during the request), 429 with 1 s. Otherwise
-        (all keys auth-failed, or an empty pool) 502 ``auth_failed``.
+    def exhaustion(self, now: float, model: str = "") -> Exhaustion:
+        """The answer when :meth:`pick` found nothing for ``model``.
+
+        429 if any key is rate-limited for the model, with ``retry_after`` the smallest
+        remaining rate-limit cooldown rounded up to whole seconds (at least 1); auth-failed
+        keys do not shorten it. If no rate-limit cooldown is still running but a key's last
+        failure was a 429 (a tiny cooldown that ended during the request), 429 with 1 s.
+        Otherwise (all keys auth-failed, or an empty pool) 502 ``auth_failed``.
         """
         remaining = [
-            key.state.cooling_until - now
+            key.state.until(model) - now
             for key in self.keys
-            if key.state.status(now) == RATE_LIMITED
+            if key.state.status(now, model) == RATE_LIMITED
         ]
         if remaining:
             retry_after = max(1, math.ceil(min(remaining) - _CEIL_SLACK))
             return Exhaustion(429, retry_after, RATE_LIMITED)
-        if any(key.state.reason == RATE_LIMITED for key in self.keys):
+        if any(key.state.last_failure == RATE_LIMITED for key in self.keys):
             return Exhaustion(429, 1, RATE_LIMITED)
         return Exhaustion(502, None, AUTH_FAILED)
 
     def states(self, now: float) -> list[KeyView]:
-        """Every key's status, in configured order."""
+        """Every key's status, in configured order (see :meth:`KeyState.status`)."""
         views = []
         for key in self.keys:
             status = key.state.status(now)
@@ -176,8 +284,9 @@ class KeyPool:
                     index=key.index,
                     hint=key.hint,
                     state=status,
-                    cooling_until=key.state.cooling_until if cooling else None,
+                    cooling_until=key.state.view_until(now) if cooling else None,
                     reason=status if cooling else None,
+                    models=key.state.cooling_models(now),
                 )
             )
         return views
@@ -232,12 +341,13 @@ Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 def cooldown_from_headers(
-    headers: Headers, *, wall_now: float, default: float = DEFAULT_COOLDOWN
-) -> float:
-    """Seconds to cool a key after a 429.
+    headers: Headers, *, wall_now: float, default: float | None = DEFAULT_COOLDOWN
+) -> float | None:
+    """Seconds to cool a key after a 429 (or to wait after a 503).
 
     ``retry-after-ms`` (milliseconds), else ``Retry-After`` (delta-seconds, or an HTTP date
-    converted once against ``wall_now`` = ``time.time()``), else ``default``. Header names
+    converted once against ``wall_now`` = ``time.time()``), else ``default`` (None: the
+    caller applies its own backoff). Header names
     are case-insensitive; the first occurrence counts. A value that is not a non-negative
     number (or date) falls through to the next rule.
 

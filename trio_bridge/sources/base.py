@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.model import BridgeSettings, ClientSpec, ProviderSpec
+from ..errors import TrioBridgeError
 
 
 @dataclass(frozen=True)
@@ -34,5 +35,16 @@ class SourceContents:
     digest: str | None = None
 
 
-class SourceError(Exception):
+@dataclass(frozen=True)
+class ConnectionState:
+    """A source's live connection (the database listener): ``state`` is ``connected`` or
+    ``reconnecting``; ``since`` (wall clock) when it entered that state; ``last_error``
+    the last reason the connection failed (password-free), kept after a reconnect."""
+
+    state: str
+    since: float
+    last_error: str | None = None
+
+
+class SourceError(TrioBridgeError):
     """A source failed to load. The message is safe to log: no secret, no file content."""

@@ -62,6 +62,8 @@ class FileSource:
             if provider.bedrock is not None:
                 b = provider.bedrock
                 refs += [r for r in (b.access_key, b.access_key_secret, b.session_token) if r]
+            if provider.ca_file is not None:
+                refs.append(provider.ca_file)
             for ref in refs:
                 path = key_file_path(ref, self.secrets_dir)
                 if path is not None:
@@ -77,7 +79,8 @@ class FileSource:
         )
 
     async def load(self) -> SourceContents:
-        contents = await trio.to_thread.run_sync(self.load_sync)
+        # A stalled mount must not hold a reload past its deadline: abandon the thread.
+        contents = await trio.to_thread.run_sync(self.load_sync, abandon_on_cancel=True)
         self.watch_dirs(contents.watch_dirs)
         return contents
 

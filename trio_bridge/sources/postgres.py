@@ -2,15 +2,19 @@
 
 ``load`` reads everything in one read-only transaction in a worker thread. ``listen``
 keeps a dedicated ``LISTEN ai_providers_changed`` connection, reconnecting with capped
-exponential backoff, and asks for a reload after every (re)connect (notifications sent
-while disconnected are lost), on every batch of notifications and every ``resync_every``.
-All timers are on trio's clock.
+exponential backoff capped at ``BACKOFF_MAX`` (so a database that answers again is
+reconnected to within about that long), and asks for a reload after every (re)connect
+(notifications sent while disconnected are lost), after losing the connection (so the
+snapshot shows it), on every batch of notifications and every ``resync_every``.
+``connection`` is the listener's state as ``/-/snapshot`` shows it. All timers are on
+trio's clock.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,13 +26,14 @@ from ..store.connect import LISTENER_APPLICATION_NAME, connect
 from ..store.errors import StoreError, describe
 from ..store.load import load_contents
 from ..store.migrations import NOTIFY_CHANNEL
-from .base import ReloadRequest, SourceContents, SourceError
+from .base import ConnectionState, ReloadRequest, SourceContents, SourceError
 
 log = logging.getLogger("trio_bridge.sources.postgres")
 
 SOURCE_NAME = "database"
 BACKOFF_INITIAL = 0.5
-BACKOFF_MAX = 30.0
+# A refused connection costs next to nothing: probe often, so recovery is prompt.
+BACKOFF_MAX = 2.0
 # Wake up at least this often while listening, to notice a connection libpq found dead.
 IDLE_WAKEUP = 30.0
 
@@ -79,6 +84,20 @@ class PostgresSource:
         self._dsn = dsn
         self._statement_timeout = statement_timeout
         self._connect_timeout = connect_timeout
+        self.connection: ConnectionState | None = None  # None until the listener's first try
+
+    def _connected(self) -> None:
+        last = self.connection.last_error if self.connection else None
+        self.connection = ConnectionState("connected", time.time(), last)
+
+    def _failed(self, reason: str) -> bool:
+        """Record a failed or lost connection; True when it was connected until now."""
+        was = self.connection
+        if was is not None and was.state == "reconnecting":
+            self.connection = ConnectionState("reconnecting", was.since, reason)
+            return False
+        self.connection = ConnectionState("reconnecting", time.time(), reason)
+        return was is not None
 
     def __repr__(self) -> str:
         return f"PostgresSource({redact_dsn(self._dsn)!r})"
@@ -98,10 +117,15 @@ class PostgresSource:
             ) from None
 
     def _load_sync(self) -> SourceContents:
-        return load_contents(
+        stored = load_contents(
             self._dsn,
             statement_timeout=self._statement_timeout,
             connect_timeout=self._connect_timeout,
+        )
+        return SourceContents(
+            providers=stored.providers,
+            invalid_providers=stored.invalid_providers,
+            clients=stored.clients,
         )
 
     # -- listening -----------------------------------------------------------------------
@@ -179,13 +203,16 @@ class PostgresSource:
                 conn = await self._connect()
             except Exception as exc:  # StoreError, or a bug: either way, retry later
                 failures += 1
+                reason = str(exc) if isinstance(exc, StoreError) else self._unexpected(exc)
+                self._failed(reason)
                 log.warning(
                     "database listener: %s; retrying in %gs (attempt %d)",
-                    exc if isinstance(exc, StoreError) else self._unexpected(exc),
+                    reason,
                     backoff,
                     failures,
                 )
             else:
+                self._connected()
                 if failures:
                     log.info("database listener: reconnected")
                 failures = 0
@@ -194,6 +221,7 @@ class PostgresSource:
                 started = True
                 task_status.started()
             if conn is not None:
+                changed = False
                 try:
                     await send.send(ReloadRequest(SOURCE_NAME))
                     await self._pump(conn, send)
@@ -201,15 +229,21 @@ class PostgresSource:
                     raise
                 except Exception as exc:
                     failures += 1
-                    log.warning(
-                        "database listener: connection lost: %s; reconnecting in %gs",
+                    reason = (
                         describe(exc, self._dsn)
                         if isinstance(exc, psycopg.Error)
-                        else self._unexpected(exc),
+                        else self._unexpected(exc)
+                    )
+                    changed = self._failed(f"connection lost: {reason}")
+                    log.warning(
+                        "database listener: connection lost: %s; reconnecting in %gs",
+                        reason,
                         backoff,
                     )
                 finally:
                     conn.close()
+                if changed:
+                    await send.send(ReloadRequest(SOURCE_NAME))  # the snapshot shows it
             await trio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 

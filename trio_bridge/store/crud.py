@@ -443,9 +443,57 @@ def create_client(
                 (client_id, sha, Jsonb(metadata)),
             ).fetchone()
     except psycopg.errors.UniqueViolation:
+        existing = conn.execute(
+            "SELECT revoked_at FROM ai_bridge_clients WHERE id = %s", (client_id,)
+        ).fetchone()
+        if existing is not None and existing[0] is not None:
+            raise CrudError(
+                f'client "{client_id}" exists, revoked; delete it first '
+                f"(trio-bridge clients delete {client_id})"
+            ) from None
         raise CrudError(f'client "{client_id}" already exists') from None
     assert row is not None
     return _client_row(row), token
+
+
+def rotate_client(conn: psycopg.Connection, client_id: str) -> tuple[ClientRow, str]:
+    """Give an active client a new token; the old one stops working with this transaction.
+
+    A revoked client is refused (delete and re-create it). Show the token once.
+    """
+    token = new_token()
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE ai_bridge_clients SET token_sha256 = %s"
+            f" WHERE id = %s AND revoked_at IS NULL RETURNING {_CLIENT_COLUMNS}",
+            (token_sha256(token), client_id),
+        ).fetchone()
+        if row is None:
+            revoked = conn.execute(
+                "SELECT 1 FROM ai_bridge_clients WHERE id = %s", (client_id,)
+            ).fetchone()
+            if revoked is None:
+                raise CrudError(f'unknown client "{client_id}"')
+            raise CrudError(
+                f'client "{client_id}" is revoked; delete it and create it again '
+                "to give it a new token"
+            )
+    return _client_row(row), token
+
+
+def delete_client(conn: psycopg.Connection, client_id: str) -> ClientRow:
+    """Delete a client (revoked or not); its id may then be created again.
+
+    Recorded usage keeps its ``client_id``: interceptions are history, not references.
+    """
+    with conn.transaction():
+        row = conn.execute(
+            f"DELETE FROM ai_bridge_clients WHERE id = %s RETURNING {_CLIENT_COLUMNS}",
+            (client_id,),
+        ).fetchone()
+    if row is None:
+        raise CrudError(f'unknown client "{client_id}"')
+    return _client_row(row)
 
 
 def revoke_client(conn: psycopg.Connection, client_id: str) -> tuple[ClientRow, bool]:
@@ -475,6 +523,7 @@ __all__ = [
     "add_key",
     "create_client",
     "create_provider",
+    "delete_client",
     "delete_provider",
     "get_provider",
     "list_clients",
@@ -484,6 +533,7 @@ __all__ = [
     "new_token",
     "remove_key",
     "revoke_client",
+    "rotate_client",
     "set_provider_enabled",
     "token_sha256",
     "update_provider",

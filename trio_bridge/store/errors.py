@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ..errors import TrioBridgeError
 from ..masking import redact_dsn
 
 _KV_PASSWORD = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -14,7 +15,7 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 _UNDEFINED_TABLE = "42P01"
 
 
-class StoreError(Exception):
+class StoreError(TrioBridgeError):
     """A database operation failed. The message is safe to print: it holds no password."""
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 
 from psycopg import IsolationLevel
 
 from ..config.model import ClientSpec, ProviderSpec
-from ..sources.base import SourceContents
 from .connect import connect
 from .errors import database_errors
 from .rows import InvalidRow, client_from_row, provider_from_row
@@ -25,9 +25,19 @@ CLIENTS_SQL = """
 """
 
 
+@dataclass(frozen=True)
+class StoredConfig:
+    """What the database holds: valid providers, rejected ones (name, value-free reason),
+    and the clients that can authenticate."""
+
+    providers: tuple[ProviderSpec, ...] = ()
+    invalid_providers: tuple[tuple[str, str], ...] = ()
+    clients: tuple[ClientSpec, ...] = ()
+
+
 def load_contents(
     dsn: str, *, statement_timeout: float = 5.0, connect_timeout: float = 5.0
-) -> SourceContents:
+) -> StoredConfig:
     """Providers (by name), their keys (by created_at, id) and the non-revoked clients.
 
     All three are read in one ``READ ONLY``, ``REPEATABLE READ`` transaction under a local
@@ -79,6 +89,6 @@ def load_contents(
         except InvalidRow as exc:
             log.warning("database client %r skipped: %s", client_id, exc)
 
-    return SourceContents(
+    return StoredConfig(
         providers=tuple(providers), invalid_providers=tuple(invalid), clients=tuple(clients)
     )

@@ -135,7 +135,18 @@ _V1 = [
     ),
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _V1}
+# Version 2: the attempts of one request (key failover, retries, fallbacks) are separate
+# interceptions linked by the request id, numbered from 1.
+_V2 = [
+    "ALTER TABLE ai_bridge_interceptions ADD COLUMN request_id text",
+    "ALTER TABLE ai_bridge_interceptions ADD COLUMN attempt int",
+    """
+    CREATE INDEX ai_bridge_interceptions_request_idx
+        ON ai_bridge_interceptions (request_id)
+    """,
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2}
 LATEST_VERSION = max(MIGRATIONS)
 
 _BOOKKEEPING = """

@@ -12,12 +12,12 @@ import msgspec
 from ..config import errors as config_errors
 from ..config.model import ClientSpec, ProviderSpec, convert
 
-SETTINGS_FIELDS = ("headers", "bedrock")
+SETTINGS_FIELDS = ("headers", "bedrock", "fallbacks", "first_token_timeout")
 
 # Schema paths -> where that value lives in the database.
 _PATH_MAP = [
     (re.compile(r"^\$\.keys\[(\d+)\]\.value"), r"$.keys[\1]"),
-    (re.compile(r"^\$\.(headers|bedrock)"), r"$.settings.\1"),
+    (re.compile(r"^\$\.(headers|bedrock|fallbacks|first_token_timeout)"), r"$.settings.\1"),
 ]
 
 

@@ -17,12 +17,16 @@ from .wire import ToolCall, Usage
 __all__ = [
     "Answer",
     "Behaviour",
+    "ContentPolicy",
+    "ContextLengthExceeded",
     "CutStream",
     "Fail",
+    "PrefillRejected",
     "RateLimited",
     "RawStream",
     "RecordedRequest",
     "Reply",
+    "Reset",
     "SlowFirstByte",
     "Stream",
     "Unauthorized",
@@ -48,7 +52,14 @@ class Answer:
     defaults (``default_chunks``, ``default_pace``, ``default_first_byte_delay``).
     ``usage`` replaces the computed token counts; ``tool_call`` answers with a tool
     call instead of text; ``stall_after=k`` sends k events then goes silent (the
-    connection stays open).
+    connection stays open); ``text`` replaces the default text ("Hello from the fake
+    ... upstream."), cut into ``chunks`` deltas when streamed.
+
+    Stream faults: ``first_token_delay`` sends the head and the events before the first
+    content event (role chunk, ``message_start``, ``ping``, ``response.created``...) at
+    once, then waits that long; ``malformed_after=k`` inserts one event whose data is not
+    JSON after k events; ``omit_terminal`` leaves out the final event (``[DONE]``,
+    ``message_stop``, ``response.completed``) and ends the body cleanly.
     """
 
     chunks: int | None = None
@@ -58,6 +69,10 @@ class Answer:
     tool_call: ToolCall | None = None
     stall_after: int | None = None
     stream: bool | None = None
+    text: str | None = None
+    first_token_delay: float = 0.0
+    malformed_after: int | None = None
+    omit_terminal: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,28 @@ class SlowFirstByte:
 
 
 @dataclass(frozen=True)
+class Reset:
+    """Accept the request, then reset the connection (TCP RST) before any response byte."""
+
+
+@dataclass(frozen=True)
+class ContextLengthExceeded:
+    """400: the prompt exceeds the model's context, as each API says it (OpenAI
+    ``code: context_length_exceeded``; Anthropic ``prompt is too long``)."""
+
+
+@dataclass(frozen=True)
+class ContentPolicy:
+    """400: a content-policy refusal (OpenAI ``code: content_policy_violation``; Anthropic
+    ``invalid_request_error`` naming the content filtering policy)."""
+
+
+@dataclass(frozen=True)
+class PrefillRejected:
+    """400: the model does not accept a final assistant message (a prefill)."""
+
+
+@dataclass(frozen=True)
 class RawStream:
     """A chunked response of exactly these bytes, one chunk per item, ``pace`` apart.
     Useful for hand-made SSE (e.g. an upstream error event mid-stream)."""
@@ -123,7 +160,18 @@ class RawStream:
 
 
 Behaviour = (
-    Reply | Answer | RateLimited | Unauthorized | Fail | CutStream | SlowFirstByte | RawStream
+    Reply
+    | Answer
+    | RateLimited
+    | Unauthorized
+    | Fail
+    | CutStream
+    | SlowFirstByte
+    | RawStream
+    | Reset
+    | ContextLengthExceeded
+    | ContentPolicy
+    | PrefillRejected
 )
 
 
@@ -162,5 +210,12 @@ class RecordedRequest:
         """The body parsed as JSON, or None when it is empty or not JSON."""
         try:
             return json.loads(self.body) if self.body else None
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting: not JSON a fake can read
             return None
+
+    @property
+    def model(self) -> str | None:
+        """The body's ``model`` (a JSON object's string field), or None."""
+        payload = self.json
+        model = payload.get("model") if isinstance(payload, dict) else None
+        return model if isinstance(model, str) else None

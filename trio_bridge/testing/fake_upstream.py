@@ -13,10 +13,15 @@ closes the listener and every connection.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import fnmatch
 import signal
+import socket
+import struct
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,12 +31,16 @@ from . import wire
 from .behaviours import (
     Answer,
     Behaviour,
+    ContentPolicy,
+    ContextLengthExceeded,
     CutStream,
     Fail,
+    PrefillRejected,
     RateLimited,
     RawStream,
     RecordedRequest,
     Reply,
+    Reset,
     SlowFirstByte,
     Unauthorized,
 )
@@ -42,6 +51,80 @@ __all__ = ["FakeUpstream", "main"]
 
 # Generation routes: what kind of answer a path produces.
 _CHAT, _RESPONSES, _MESSAGES = "chat", "responses", "messages"
+
+
+@dataclass
+class _Rule:
+    """A scripted behaviour: requests for which ``match(request, number)`` holds get
+    ``behaviour``, ``remaining`` more times (None: forever)."""
+
+    match: Callable[[RecordedRequest, int], bool]
+    behaviour: Behaviour
+    remaining: int | None
+
+
+_REFUSALS: dict[type, str] = {
+    ContextLengthExceeded: "context_length",
+    ContentPolicy: "content_policy",
+    PrefillRejected: "prefill",
+}
+
+
+MALFORMED_EVENT = b'data: {"choices": [{"delta": {"content": "unterminated\n\n'
+
+_REFUSAL_TEXT = {
+    "context_length": (
+        "This model's maximum context length is 128000 tokens. However, your messages "
+        "resulted in 210000 tokens. Please reduce the length of the messages.",
+        "prompt is too long: 210000 tokens > 200000 maximum",
+        "context_length_exceeded",
+    ),
+    "content_policy": (
+        "Your request was rejected as a result of our safety system.",
+        "Output blocked by content filtering policy",
+        "content_policy_violation",
+    ),
+    "prefill": (
+        "This model does not support assistant message prefill.",
+        "This model does not support assistant message prefill. The conversation must end "
+        "with a user message.",
+        "invalid_value",
+    ),
+}
+
+
+def refusal_body(dialect: Dialect, kind: str) -> dict[str, Any]:
+    """A 400 body refusing the request: ``kind`` is ``context_length``, ``content_policy``
+    or ``prefill``, worded as each API words it."""
+    openai_text, anthropic_text, code = _REFUSAL_TEXT[kind]
+    if dialect == "anthropic":
+        return wire.anthropic_error(400, anthropic_text, type="invalid_request_error")
+    return wire.openai_error(400, openai_text, type="invalid_request_error", code=code)
+
+
+def first_content_index(events: list[bytes], kind: str) -> int:
+    """Index of the first event carrying the answer: after the role chunk (chat), after
+    ``message_start``/``content_block_start``/``ping`` (messages), the first ``*.delta``
+    (responses)."""
+    if kind == "messages":
+        return 3
+    if kind == "responses":
+        for i, event in enumerate(events):
+            if event.startswith(b"event: ") and event.split(b"\n", 1)[0].endswith(b".delta"):
+                return i
+        return len(events) - 1
+    return 1
+
+
+def _reset(resp: Responder) -> None:
+    """Close the connection with a TCP RST (SO_LINGER 0) before any response byte."""
+    sock = getattr(getattr(resp, "_stream", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    resp.abort()
 
 
 def _carried_keys(headers: Sequence[tuple[str, str]]) -> tuple[str | None, str | None]:
@@ -63,8 +146,11 @@ class FakeUpstream:
 
     Without instructions it answers like the real API (see :mod:`.wire`). ``behave``
     queues behaviours for the next requests; ``behave_for_key`` makes one sticky for
-    a key; a per-key behaviour wins over the queue and does not consume it. When
-    ``valid_keys`` is set, a request carrying none of them gets 401 before anything else.
+    a key; ``behave_for_model``, ``behave_on`` and ``behave_when`` script requests by
+    model, by call number or by any predicate. For each request the first of these that
+    applies wins: ``valid_keys`` (when set, a request carrying none of them gets 401),
+    the per-key behaviour, the scripted rules in the order given, the queue, the normal
+    answer. Only the queue and rules with ``times`` are consumed.
     """
 
     def __init__(
@@ -93,6 +179,7 @@ class FakeUpstream:
         self.valid_keys: Collection[str] | None = None
         self._queue: deque[Behaviour] = deque()
         self._per_key: dict[str, Behaviour] = {}
+        self._rules: list[_Rule] = []
         self._change: trio.Event | None = None
         self._rid_header = "request-id" if dialect == "anthropic" else "x-request-id"
 
@@ -127,10 +214,65 @@ class FakeUpstream:
         """Every request carrying ``key`` (Bearer token or X-Api-Key) gets ``behaviour``."""
         self._per_key[key] = behaviour
 
+    def behave_when(
+        self,
+        predicate: Callable[[RecordedRequest], bool],
+        behaviour: Behaviour,
+        *,
+        times: int | None = None,
+    ) -> None:
+        """Requests for which ``predicate(request)`` is true get ``behaviour`` (only the next
+        ``times`` such requests when given). The predicate sees the request as recorded."""
+        self._add_rule(lambda rec, _n: predicate(rec), behaviour, times)
+
+    def behave_for_model(
+        self, model: str, behaviour: Behaviour, *, times: int | None = None
+    ) -> None:
+        """Requests whose body ``model`` matches ``model`` (a glob: ``"gpt-4o*"``) get
+        ``behaviour`` (the next ``times`` of them when given)."""
+        self._add_rule(
+            lambda rec, _n: rec.model is not None and fnmatch.fnmatchcase(rec.model, model),
+            behaviour,
+            times,
+        )
+
+    def behave_on(self, number: int, behaviour: Behaviour) -> None:
+        """The ``number``-th request this fake receives (1-based, counting every request
+        since it was made, those already served included) gets ``behaviour``."""
+        if number < 1:
+            raise ValueError("request numbers start at 1")
+        self._add_rule(lambda _rec, n: n == number, behaviour, 1)
+
+    def _add_rule(
+        self,
+        match: Callable[[RecordedRequest, int], bool],
+        behaviour: Behaviour,
+        times: int | None,
+    ) -> None:
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1 (or None: every matching request)")
+        self._rules.append(_Rule(match, behaviour, times))
+
+    def _scripted(self, rec: RecordedRequest, number: int) -> Behaviour | None:
+        """The first rule matching request ``number``, consumed when it has ``times``."""
+        for rule in self._rules:
+            if rule.match(rec, number):
+                if rule.remaining is not None:
+                    rule.remaining -= 1
+                    if rule.remaining == 0:
+                        self._rules.remove(rule)
+                return rule.behaviour
+        return None
+
+    def requests_for_model(self, model: str) -> list[RecordedRequest]:
+        """The recorded requests whose body names ``model``, in arrival order."""
+        return [r for r in self.requests if r.model == model]
+
     def clear(self) -> None:
-        """Forget queued and per-key behaviours (recorded requests stay)."""
+        """Forget queued, per-key and scripted behaviours (recorded requests stay)."""
         self._queue.clear()
         self._per_key.clear()
+        self._rules.clear()
 
     @property
     def first_byte_delay(self) -> float:
@@ -197,6 +339,8 @@ class FakeUpstream:
             await self._error(resp, 401)
             return
         behaviour = self._per_key.get(bearer or "") or self._per_key.get(api_key or "")
+        if behaviour is None and self._rules:
+            behaviour = self._scripted(rec, self.request_count)
         if behaviour is None and self._queue:
             behaviour = self._queue.popleft()
         await self._apply(behaviour, rec, resp)
@@ -219,6 +363,10 @@ class FakeUpstream:
             await self._error(resp, 401)
         elif isinstance(b, Fail):
             await self._error(resp, b.status, b.message)
+        elif isinstance(b, ContextLengthExceeded | ContentPolicy | PrefillRejected):
+            await self._json(resp, refusal_body(self.dialect, _REFUSALS[type(b)]), 400)
+        elif isinstance(b, Reset):
+            _reset(resp)
         elif isinstance(b, SlowFirstByte):
 
             async def later() -> None:
@@ -361,6 +509,7 @@ class FakeUpstream:
             model = "claude-sonnet-4-5" if kind == _MESSAGES else "gpt-4o-mini"
 
         cut = answer if isinstance(answer, CutStream) else None
+        token_delay, malformed_after, omit_terminal = 0.0, None, False
         if cut is not None:
             streaming, usage, tool_call, stall_after, delay = True, None, None, None, 0.0
         else:
@@ -370,12 +519,22 @@ class FakeUpstream:
             )
             usage, tool_call, stall_after = answer.usage, answer.tool_call, answer.stall_after
             delay = answer.first_byte_delay
+            token_delay, malformed_after = answer.first_token_delay, answer.malformed_after
+            omit_terminal = answer.omit_terminal
         chunks = answer.chunks or (self.default_chunks if streaming else wire.BLOCKING_PIECES)
         pace = self.default_pace if answer.pace is None else answer.pace
         delay = delay or self.default_first_byte_delay
         c = wire.make_completion(
             self.dialect, model, payload, chunks=chunks, usage=usage, tool_call=tool_call
         )
+        text = getattr(answer, "text", None)
+        if text is not None and tool_call is None:
+            pieces = wire.split_text(text, chunks)
+            c = dataclasses.replace(
+                c,
+                pieces=pieces,
+                usage=usage or wire.Usage(wire.estimate_input_tokens(payload), len(pieces)),
+            )
 
         if not streaming:
             if kind == _MESSAGES:
@@ -403,6 +562,13 @@ class FakeUpstream:
             options = payload.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
             events = wire.chat_completion_events(c, include_usage=include_usage)
+        first_content = first_content_index(events, kind)
+        if omit_terminal:
+            events = events[:-1]
+        if malformed_after is not None:
+            events.insert(malformed_after, MALFORMED_EVENT)
+            if malformed_after <= first_content:
+                first_content += 1
         await self._stream(
             resp,
             events,
@@ -410,6 +576,7 @@ class FakeUpstream:
             first_byte_delay=delay,
             cut=cut,
             stall_after=stall_after,
+            token_delay=(first_content, token_delay) if token_delay > 0 else None,
         )
 
     # --- writing ----------------------------------------------------------------------------
@@ -458,8 +625,10 @@ class FakeUpstream:
         headers: Sequence[tuple[str, str]] | None = None,
         cut: CutStream | None = None,
         stall_after: int | None = None,
+        token_delay: tuple[int, float] | None = None,
     ) -> None:
-        """Send ``events`` as a chunked response, one chunk each, ``pace`` seconds apart."""
+        """Send ``events`` as a chunked response, one chunk each, ``pace`` seconds apart;
+        ``token_delay=(i, s)`` waits ``s`` more seconds before event ``i``."""
         if headers is None:
             headers = [*self._headers("text/event-stream"), ("cache-control", "no-cache")]
 
@@ -470,6 +639,8 @@ class FakeUpstream:
             for i, event in enumerate(events):
                 if i and pace > 0:
                     await trio.sleep(pace)
+                if token_delay is not None and i == token_delay[0]:
+                    await trio.sleep(token_delay[1])
                 if stall_after is not None and i >= stall_after:
                     await trio.sleep_forever()
                 if cut is not None and i >= cut.after_chunks:

@@ -60,12 +60,16 @@ def new_id(prefix: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts of one answer; ``cache_*`` map to each provider's cache fields."""
+    """Token counts of one answer; ``cache_*`` map to each provider's cache fields,
+    ``reasoning_tokens`` to OpenAI's ``*_tokens_details.reasoning_tokens``. As on the real
+    APIs, OpenAI's ``prompt_tokens``/``input_tokens`` (= ``input_tokens`` here) include the
+    cached tokens, Anthropic's ``input_tokens`` exclude them."""
 
     input_tokens: int
     output_tokens: int
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -175,7 +179,7 @@ def _chat_usage(u: Usage) -> dict[str, Any]:
         "total_tokens": u.total_tokens,
         "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": u.reasoning_tokens,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -288,7 +292,7 @@ def _responses_usage(u: Usage) -> dict[str, Any]:
         "input_tokens": u.input_tokens,
         "input_tokens_details": {"cached_tokens": u.cache_read_tokens},
         "output_tokens": u.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.total_tokens,
     }
 

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
-from .merge import merge
-from .snapshot import Resilience, SourceStatus, build_snapshot
-from .sources.base import SourceError
-from .sources.files import FileSource
-from .upstream import UpstreamClients
+from ..merge import merge
+from ..snapshot import Resilience, SourceStatus, build_snapshot
+from ..sources.base import SourceError
+from ..sources.files import FileSource
+from ..upstream import UpstreamClients
+from .options import Subparsers
+from .serve import add_config_options
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "check-config",
+        help="validate the config dir and show the snapshot it would build",
+        description="Load and validate the config dir (and secrets dir); print the snapshot "
+        "it would build, never a secret. Exit 0 when every provider builds, 1 otherwise.",
+    )
+    add_config_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return check_config(args.config_dir, args.secrets_dir, as_json=args.json)
 
 
 def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = False) -> int:
@@ -19,7 +38,11 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
     try:
         contents = FileSource(config_dir, secrets_dir).load_sync()
     except SourceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        errors = str(exc).splitlines()
+        if as_json:
+            print(json.dumps({"ok": False, "errors": errors, "providers": []}, indent=2))
+        for line in errors:
+            print(f"error: {line}", file=sys.stderr)
         return 1
     inputs = merge(None, contents, (SourceStatus("files", None, None),))
     snapshot, _ = build_snapshot(
@@ -35,6 +58,7 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
     if as_json:
         doc = {
             "ok": not failed,
+            "errors": [],
             "auth": snapshot.bridge.auth,
             "clients": len(snapshot.clients),
             "providers": [
@@ -47,6 +71,7 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
                     "keys": len(p.pool.keys) if p.pool else 0,
                     "key_sources": list(p.key_sources),
                     "key_hints": [k.hint for k in p.pool.keys] if p.pool else [],
+                    **_bedrock(p),
                 }
                 for p in providers
             ],
@@ -62,5 +87,18 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
             line = f"  {p.name:<24} {p.type or '-':<10} {p.status:<9} {keys:<8} {p.source}"
             if p.error:
                 line += f"\n      error: {p.error}"
+            if _bedrock(p):
+                b = _bedrock(p)["bedrock"]
+                line += (
+                    f"\n      bedrock: region {b['region']}, model {b['model']}, "
+                    f"small_fast_model {b['small_fast_model'] or '-'}, "
+                    f"credentials {b['credentials']}"
+                )
             print(line)
     return 1 if failed else 0
+
+
+def _bedrock(p) -> dict:
+    """A Bedrock provider's region, models and credential source (never a secret)."""
+    info = getattr(p.dialect, "bedrock_info", None)
+    return {"bedrock": info.as_dict()} if info is not None else {}

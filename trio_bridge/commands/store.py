@@ -1,7 +1,7 @@
 """The ``db``, ``providers``, ``keys`` and ``clients`` commands (contract section 2).
 
 :func:`add_commands` plugs them into the main ``trio-bridge`` parser; every leaf command
-sets ``func(args) -> exit code``. ``python -m trio_bridge.store.cli`` runs them alone.
+sets ``func(args) -> exit code``. ``python -m trio_bridge.commands.store`` runs them alone.
 Exit codes: 0 done, 1 refused or failed (message on stderr), 2 usage error (argparse).
 """
 
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ..masking import strip_userinfo
-from . import crud
-from .connect import connect
-from .errors import StoreError, database_errors
-from .migrations import LATEST_VERSION, migrate
+from ..store import crud
+from ..store.connect import connect
+from ..store.errors import StoreError, database_errors
+from ..store.migrations import LATEST_VERSION, migrate
 
 ENV_URL = "TRIO_BRIDGE_DATABASE_URL"
 ENV_URL_FILE = "TRIO_BRIDGE_DATABASE_URL_FILE"
@@ -130,6 +130,10 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 def _provider_settings(args: argparse.Namespace, current: dict[str, Any]) -> dict[str, Any]:
     """Settings after applying the flags to ``current``."""
     settings = _settings_json(args.settings_json)
+    if getattr(args, "settings_file", None):
+        if settings is not None:
+            raise CliError("give --settings-json or --settings-file, not both")
+        settings = _settings_file(args.settings_file)
     settings = dict(current) if settings is None else settings
     headers = dict(settings.get("headers") or {})
     if getattr(args, "clear_headers", False):
@@ -152,9 +156,43 @@ def _provider_settings(args: argparse.Namespace, current: dict[str, Any]) -> dic
         )
         if v is not None
     }
+    for flag, field in (
+        ("bedrock_access_key", "access_key"),
+        ("bedrock_access_key_secret", "access_key_secret"),
+        ("bedrock_session_token", "session_token"),
+    ):
+        ref = getattr(args, flag, None)
+        if ref is not None:
+            bedrock[field] = _key_ref(ref, "--" + flag.replace("_", "-"))
     if bedrock:
         settings["bedrock"] = {**(settings.get("bedrock") or {}), **bedrock}
     return settings
+
+
+def _settings_file(path: str) -> dict[str, Any]:
+    """Settings from a JSON or YAML file (``{"headers": ..., "bedrock": ...}``)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not readable as UTF-8 text"
+        raise CliError(f"cannot read settings file {path}: {reason}") from None
+    try:
+        import yaml
+
+        value = yaml.safe_load(text)
+    except Exception:
+        raise CliError(f"--settings-file {path}: not valid JSON or YAML") from None
+    if not isinstance(value, dict):
+        raise CliError(f"--settings-file {path}: expected an object")
+    return value
+
+
+def _key_ref(text: str, flag: str) -> dict[str, str]:
+    """``env:NAME`` or ``file:PATH`` (a secret itself never goes on the command line)."""
+    kind, sep, where = text.partition(":")
+    if not sep or kind not in ("env", "file") or not where:
+        raise CliError(f"{flag}: expected env:NAME or file:PATH (relative to --secrets-dir)")
+    return {kind: where}
 
 
 def _show_provider(row: crud.ProviderRow) -> None:
@@ -347,6 +385,25 @@ def cmd_clients_revoke(args: argparse.Namespace, conn: Any) -> int:
     return 0
 
 
+@_command
+def cmd_clients_rotate(args: argparse.Namespace, conn: Any) -> int:
+    row, token = crud.rotate_client(conn, args.id)
+    if args.json:
+        _print_json({**row.to_json(), "token": token})
+    else:
+        print(f'rotated the token of client "{row.id}"; the old one no longer works.')
+        print("Its new token (shown only once, store it now):")
+        print(token)
+    return 0
+
+
+@_command
+def cmd_clients_delete(args: argparse.Namespace, conn: Any) -> int:
+    row = crud.delete_client(conn, args.id)
+    print(f'deleted client "{row.id}"')
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------
 
 
@@ -370,9 +427,15 @@ def database_options() -> argparse.ArgumentParser:
 def _provider_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
     parser.add_argument("name", metavar="NAME", help="provider name, the URL prefix")
     parser.add_argument(
-        "--type", choices=["openai", "anthropic", "copilot"], required=create, default=None
+        "--type",
+        choices=["openai", "anthropic", "copilot"],
+        required=create,
+        default=None,
+        help="API family",
     )
-    parser.add_argument("--base-url", metavar="URL", required=create, default=None)
+    parser.add_argument(
+        "--base-url", metavar="URL", required=create, default=None, help="upstream base URL"
+    )
     parser.add_argument(
         "--header",
         action="append",
@@ -384,9 +447,22 @@ def _provider_options(parser: argparse.ArgumentParser, *, create: bool) -> None:
         metavar="JSON",
         help='all settings at once, e.g. {"headers": {...}, "bedrock": {...}}',
     )
-    parser.add_argument("--bedrock-region", metavar="REGION")
-    parser.add_argument("--bedrock-model", metavar="MODEL")
-    parser.add_argument("--bedrock-small-fast-model", metavar="MODEL")
+    parser.add_argument(
+        "--settings-file",
+        metavar="PATH",
+        help="all settings from a JSON or YAML file (instead of --settings-json)",
+    )
+    parser.add_argument("--bedrock-region", metavar="REGION", help="Bedrock: AWS region")
+    parser.add_argument("--bedrock-model", metavar="MODEL", help="Bedrock: model id or ARN")
+    parser.add_argument(
+        "--bedrock-small-fast-model", metavar="MODEL", help="Bedrock: model for haiku requests"
+    )
+    for flag in ("access-key", "access-key-secret", "session-token"):
+        parser.add_argument(
+            f"--bedrock-{flag}",
+            metavar="REF",
+            help="Bedrock credentials: env:NAME or file:PATH (else the AWS default chain)",
+        )
 
 
 def add_commands(
@@ -426,13 +502,15 @@ def add_commands(
     p.add_argument("--disabled", action="store_true", help="create it disabled")
     p = leaf(providers, "update", cmd_providers_update, "change a provider")
     _provider_options(p, create=False)
-    p.add_argument("--rename", metavar="NEW_NAME")
-    p.add_argument("--remove-header", action="append", metavar="NAME")
-    p.add_argument("--clear-headers", action="store_true")
+    p.add_argument("--rename", metavar="NEW_NAME", help="new provider name")
+    p.add_argument(
+        "--remove-header", action="append", metavar="NAME", help="drop a header (repeatable)"
+    )
+    p.add_argument("--clear-headers", action="store_true", help="drop every extra header")
     p.add_argument("--no-bedrock", action="store_true", help="remove the bedrock settings")
     toggle = p.add_mutually_exclusive_group()
-    toggle.add_argument("--enable", action="store_true")
-    toggle.add_argument("--disable", action="store_true")
+    toggle.add_argument("--enable", action="store_true", help="enable it")
+    toggle.add_argument("--disable", action="store_true", help="disable it")
     for name, func, help in (
         ("delete", cmd_providers_delete, "delete a provider and its keys"),
         ("enable", cmd_providers_enable, "enable a provider"),
@@ -461,6 +539,11 @@ def add_commands(
     json_flag(p)
     p = leaf(clients, "revoke", cmd_clients_revoke, "revoke a client's token")
     p.add_argument("id", metavar="ID")
+    p = leaf(clients, "rotate", cmd_clients_rotate, "give a client a new token; prints it once")
+    p.add_argument("id", metavar="ID")
+    json_flag(p)
+    p = leaf(clients, "delete", cmd_clients_delete, "delete a client (its id can be reused)")
+    p.add_argument("id", metavar="ID")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -475,3 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The commands-room entry point: ``db``, ``providers``, ``keys`` and ``clients``."""
+    add_commands(subparsers, argparse.ArgumentParser(add_help=False))
