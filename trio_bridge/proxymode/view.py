@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..config.model import ProxyModeSettings
 from ..config.secrets import KeyResolutionError, resolve_key
@@ -47,3 +48,17 @@ def build_proxy_view(
 def _split(host_port: str) -> tuple[str, int]:
     host, _, port = host_port.rpartition(":")
     return host, int(port)
+
+
+def proxy_mode_document(view: ProxyView) -> dict[str, Any]:
+    """``proxy_mode`` of ``/-/snapshot``: the CA's subject and expiry (never its key), the
+    host map, hosts shared by several providers (served by none), passthrough hosts."""
+    ca = view.ca
+    return {
+        "ca_subject": ca.subject if ca is not None else None,
+        "ca_not_after": ca.not_after.isoformat().replace("+00:00", "Z") if ca else None,
+        "error": view.error,
+        "hosts": dict(view.hosts.hosts),
+        "shared_hosts": {k: list(v) for k, v in view.hosts.shared.items()},
+        "passthrough_hosts": sorted(view.passthrough),
+    }
