@@ -18,9 +18,17 @@ from .errors import TrioBridgeError
 from .http.admin import AdminApp
 from .http.app import BridgeApp
 from .masking import redact_dsn
+from .proxymode.tunnel import ASGIApp, ProxyConnections, TunnelLimits
 from .recording.recorder import Recorder
 from .reload import FIRST_DATABASE_LOAD_TIMEOUT, Reloader
-from .server import HTTPServer, Limits, TCPListener, format_address, open_tcp_listeners
+from .server import (
+    HTTPServer,
+    Limits,
+    TCPListener,
+    format_address,
+    open_tcp_listeners,
+    serve_connection,
+)
 from .sources.base import ReloadRequest, SourceError
 from .sources.files import FileSource
 from .state import BridgeState
@@ -43,7 +51,7 @@ class ServeOptions:
     header_timeout: float = 10.0
     keepalive_timeout: float = 75.0
     max_connections: int = 10000
-    proxy_listen: str | None = None  # stored only; proxy mode (contract section 11) comes later
+    proxy_listen: str | None = None  # interception proxy mode (contract section 11)
     force_polling: bool = False
     handle_signals: bool = True  # False: no signal handlers (an embedded bridge, e.g. tests)
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
@@ -67,6 +75,7 @@ def is_loopback(bind: str) -> bool:
 class Addresses:
     listen: str
     admin: str
+    proxy: str | None = None  # --proxy-listen, when given
 
 
 class Daemon:
@@ -113,10 +122,15 @@ class Daemon:
             snapshot = await self.reloader.initial()
         except SourceError as exc:
             raise StartupError(str(exc)) from None
+        opts = self.options
+        if opts.proxy_listen and snapshot.bridge.proxy_mode is None:
+            raise StartupError(
+                f"--proxy-listen {opts.proxy_listen} needs bridge.proxy_mode in the config "
+                "(ca_cert and ca_key; see docs/operations.md, Proxy mode)"
+            )
         state = self.state = BridgeState(snapshot)
         self.reloader.on_swap.append(lambda s: setattr(state, "current", s))
         metrics.watch_snapshot(lambda: state.current)
-        opts = self.options
         async with trio.open_nursery() as root:
             await root.start(self.upstreams.run)
             state.dumps = DumpWriter()
@@ -139,35 +153,32 @@ class Daemon:
                 keepalive_timeout=opts.keepalive_timeout,
                 max_connections=opts.max_connections,
             )
-            listen_sockets = await _open(opts.listen)
-            try:
-                admin_sockets = await _open(opts.admin_listen)
-            except BaseException:
-                for listener in listen_sockets:
-                    listener.socket.close()
-                raise
+            binds = [opts.listen, opts.admin_listen, opts.proxy_listen]
+            sockets = await _open_all([b for b in binds if b])
+            bridge_app = BridgeApp(state)
             self._servers = [
-                HTTPServer(BridgeApp(state), limits, name="listen"),
+                HTTPServer(bridge_app, limits, name="listen"),
                 HTTPServer(
                     AdminApp(state, self.request_reload, opts.admin_token), limits, name="admin"
                 ),
             ]
+            if opts.proxy_listen:
+                self._servers.append(_proxy_server(state, bridge_app, limits))
             for server in self._servers:  # a signal that came during start-up
                 if self._drain_started:
                     server.drain()
                 if self._stop_requested:
                     server.stop(opts.shutdown_grace)
             async with trio.open_nursery() as servers:
-                await servers.start(self._servers[0].serve, listen_sockets)
-                await servers.start(self._servers[1].serve, admin_sockets)
-                addresses = Addresses(
-                    format_address(listen_sockets[0].address),
-                    format_address(admin_sockets[0].address),
-                )
+                for server, bound in zip(self._servers, sockets, strict=True):
+                    await servers.start(server.serve, bound)
+                where = [format_address(bound[0].address) for bound in sockets]
+                addresses = Addresses(*where)
                 log.info(
-                    "listening on %s (admin %s), snapshot v%d",
+                    "listening on %s (admin %s%s), snapshot v%d",
                     addresses.listen,
                     addresses.admin,
+                    f", proxy {addresses.proxy}" if addresses.proxy else "",
                     snapshot.version,
                 )
                 task_status.started(addresses)
@@ -220,6 +231,38 @@ class Daemon:
         self._stop_requested = True
         for server in self._servers:
             server.stop(self.options.shutdown_grace)
+
+
+def _proxy_server(state: BridgeState, app: BridgeApp, limits: Limits) -> HTTPServer:
+    """The ``--proxy-listen`` listener: CONNECT handling on each accepted connection, the
+    requests inside an intercepted tunnel served by the bridge app on the same rules."""
+    server = HTTPServer(app, limits, name="proxy")
+
+    async def serve_tunnel(stream: trio.abc.Stream, tunnel_app: ASGIApp) -> None:
+        await serve_connection(stream, tunnel_app, limits, group=server.group, scheme="https")
+
+    connections = ProxyConnections(
+        lambda: state.current,
+        app,
+        serve_tunnel,
+        TunnelLimits(header_timeout=limits.header_timeout),
+    )
+    server.handler = connections.handle
+    return server
+
+
+async def _open_all(binds: list[str]) -> list[list[TCPListener]]:
+    """Listeners for every address, or none (those already opened are closed again)."""
+    opened: list[list[TCPListener]] = []
+    try:
+        for bind in binds:
+            opened.append(await _open(bind))
+    except BaseException:
+        for listeners in opened:
+            for listener in listeners:
+                listener.socket.close()
+        raise
+    return opened
 
 
 async def _open(bind: str) -> list[TCPListener]:

@@ -171,6 +171,12 @@ recorder_write_errors = Counter(
     "Batches of usage records that failed to be written (and are retried)",
     registry=REGISTRY,
 )
+proxy_mode_connections = Counter(
+    P + "proxy_mode_connections_total",
+    "Connections to --proxy-listen by outcome (intercepted, passthrough, unauthenticated, ...)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 
 
 def cached(factory: Callable[..., object]) -> Callable[..., object]:

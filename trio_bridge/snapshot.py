@@ -15,6 +15,7 @@ from .config.model import BridgeSettings, ClientSpec, ProviderSpec
 from .config.secrets import KeyResolutionError, resolve_key
 from .masking import mask_secret
 from .providers import Dialect, dialect_for
+from .proxymode.view import ProxyView, build_proxy_view
 from .resilience.breaker import BreakerSet, BreakerSettings, ModelLabeler
 from .resilience.fallbacks import ChainEntry, ChainTarget, family
 from .resilience.keypool import KeyPool, KeyStateRegistry, PoolKey
@@ -69,6 +70,7 @@ class Snapshot:
     clients: Mapping[str, ClientSpec]  # by token_sha256
     sources: tuple[SourceStatus, ...]
     fingerprint: str
+    proxy: ProxyView | None = None  # set when bridge.proxy_mode is configured
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,15 @@ def build_snapshot(
         digest.update(msgspec.json.encode(client))
     for source in inputs.sources:
         digest.update(f"{source.name}\0{source.error}\0{source.connection}".encode())
+    proxy = None
+    if inputs.bridge.proxy_mode is not None:
+        served = [
+            (p.name, p.base_url)
+            for p in build.providers.values()
+            if p.status == "ok" and p.base_url
+        ]
+        proxy = build_proxy_view(inputs.bridge.proxy_mode, served, secrets_dir, environ)
+        digest.update(f"proxy\0{proxy.fingerprint}\0{proxy.error}".encode())
     resilience.keys.retain(build.secrets)
     resilience.retain(set(build.providers))
     snapshot = Snapshot(
@@ -191,6 +202,7 @@ def build_snapshot(
         clients={c.token_sha256: c for c in inputs.clients},
         sources=inputs.sources,
         fingerprint=digest.hexdigest(),
+        proxy=proxy,
     )
     return snapshot, build.clients
 

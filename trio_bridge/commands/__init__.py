@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "check",  # check-config
     "store",  # db, providers, keys, clients
     "usage",
+    "ca",  # ca create
 )
 
 

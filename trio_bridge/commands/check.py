@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..merge import merge
+from ..proxymode.view import proxy_mode_document
 from ..snapshot import Resilience, SourceStatus, build_snapshot
 from ..sources.base import SourceError
 from ..sources.files import FileSource
@@ -55,6 +56,8 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
     )
     providers = sorted(snapshot.providers.values(), key=lambda p: p.name)
     failed = [p for p in providers if p.status == "error"]
+    proxy = proxy_mode_document(snapshot.proxy) if snapshot.proxy is not None else None
+    proxy_failed = proxy is not None and proxy["error"] is not None
     if as_json:
         doc = {
             "ok": not failed,
@@ -76,6 +79,9 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
                 for p in providers
             ],
         }
+        if proxy is not None:
+            doc["ok"] = doc["ok"] and not proxy_failed
+            doc["proxy_mode"] = proxy
         print(json.dumps(doc, indent=2))
     else:
         print(
@@ -95,7 +101,25 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
                     f"credentials {b['credentials']}"
                 )
             print(line)
-    return 1 if failed else 0
+        if proxy is not None:
+            print(_proxy_lines(proxy))
+    return 1 if failed or proxy_failed else 0
+
+
+def _proxy_lines(proxy: dict) -> str:
+    """proxy_mode for the text report: the CA (subject, expiry) or its error, the host map."""
+    if proxy["error"] is not None:
+        head = f"proxy mode: error: {proxy['error']}"
+    else:
+        head = f"proxy mode: CA {proxy['ca_subject']}, valid until {proxy['ca_not_after']}"
+    lines = [head]
+    lines += [f"  intercept {host} -> {name}" for host, name in proxy["hosts"].items()]
+    lines += [
+        f"  not intercepted (shared by {', '.join(names)}): {host}"
+        for host, names in proxy["shared_hosts"].items()
+    ]
+    lines += [f"  passthrough {host}" for host in proxy["passthrough_hosts"]]
+    return "\n".join(lines)
 
 
 def _bedrock(p) -> dict:

@@ -159,6 +159,17 @@ class ReloadSettings(_Strict):
     resync_every: Duration = Duration(300)
 
 
+HostPort = Annotated[str, Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")]
+
+
+class ProxyModeSettings(_Strict):
+    """Interception proxy mode (contract section 11): the CA leaves are minted from."""
+
+    ca_cert: KeyRef
+    ca_key: KeyRef
+    passthrough_hosts: list[HostPort] = []
+
+
 class RecordingSettings(_Strict):
     """``bridge.recording``: usage records (contract section 8)."""
 
@@ -185,6 +196,7 @@ class BridgeSettings(_Strict):
     circuit_breaker: CircuitBreakerSettings = CircuitBreakerSettings()
     retry: RetrySettings = RetrySettings()
     reload: ReloadSettings = ReloadSettings()
+    proxy_mode: ProxyModeSettings | None = None
     recording: RecordingSettings = RecordingSettings()
 
 

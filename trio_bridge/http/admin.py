@@ -10,6 +10,7 @@ import trio
 
 from .. import metrics
 from ..masking import strip_userinfo
+from ..proxymode.view import proxy_mode_document
 from ..snapshot import Snapshot, SourceStatus
 from ..sources.base import ReloadRequest
 from ..state import BridgeState
@@ -56,12 +57,15 @@ def snapshot_document(snapshot: Snapshot, now: float) -> dict:
         bedrock = getattr(p.dialect, "bedrock_info", None)
         if bedrock is not None:  # region, models, credential source: never a secret
             providers[-1]["bedrock"] = bedrock.as_dict()
-    return {
+    doc: dict = {
         "version": snapshot.version,
         "built_at": snapshot.built_at,
         "sources": [_source_document(s) for s in snapshot.sources],
         "providers": providers,
     }
+    if snapshot.proxy is not None:
+        doc["proxy_mode"] = proxy_mode_document(snapshot.proxy)
+    return doc
 
 
 def _source_document(source: SourceStatus) -> dict:

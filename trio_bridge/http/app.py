@@ -44,7 +44,8 @@ class BridgeApp:
         path = raw_path.decode("latin-1")
         if path in HEALTH_PATHS:
             return await send_response(send, *health_answer(self.state, path))
-        snapshot = self.state.current
+        # A proxy-mode tunnel pins the snapshot it started on; everything else reads the newest.
+        snapshot = scope.get("trio_bridge.snapshot") or self.state.current
         headers = scope["headers"]
         log_entry = RequestLog(
             request_id_from(first(headers, b"x-request-id")),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket as stdlib_socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -135,8 +135,12 @@ class HTTPServer:
         name: str = "http",
         scheme: str = "http",
         scope_extras: Mapping[str, Any] | None = None,
+        handler: Callable[[trio.SocketStream], Awaitable[None]] | None = None,
     ) -> None:
+        """``handler`` serves an accepted connection in place of HTTP on it (proxy mode's
+        CONNECT handling); limits, drain and the connection count apply the same."""
         self.app = app
+        self.handler = handler
         self.limits = limits or Limits()
         self.name = name
         self.scheme = scheme
@@ -234,6 +238,9 @@ class HTTPServer:
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         try:
+            if self.handler is not None:
+                await self.handler(stream)
+                return
             client, server = socket_addresses(stream)
             await serve_connection(
                 stream,

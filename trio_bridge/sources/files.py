@@ -12,6 +12,7 @@ import watchfiles
 
 from ..config.errors import ConfigError
 from ..config.loader import load_config_dir
+from ..config.model import KeyRef
 from ..config.secrets import key_file_path
 from .base import ReloadRequest, SourceContents, SourceError
 
@@ -57,18 +58,21 @@ class FileSource:
             )
         dirs = {self.config_dir}
         digest = hashlib.sha256(loaded.digest.encode())
+        refs: list[KeyRef] = []
+        if loaded.bridge is not None and loaded.bridge.proxy_mode is not None:
+            refs += [loaded.bridge.proxy_mode.ca_cert, loaded.bridge.proxy_mode.ca_key]
         for provider in loaded.providers:
-            refs = list(provider.keys)
+            refs += provider.keys
             if provider.bedrock is not None:
                 b = provider.bedrock
                 refs += [r for r in (b.access_key, b.access_key_secret, b.session_token) if r]
             if provider.ca_file is not None:
                 refs.append(provider.ca_file)
-            for ref in refs:
-                path = key_file_path(ref, self.secrets_dir)
-                if path is not None:
-                    dirs.add(path.parent)
-                    digest.update(_file_digest(path))
+        for ref in refs:
+            path = key_file_path(ref, self.secrets_dir)
+            if path is not None:
+                dirs.add(path.parent)
+                digest.update(_file_digest(path))
         return SourceContents(
             providers=loaded.providers,
             clients=loaded.clients,

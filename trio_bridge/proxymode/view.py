@@ -1,0 +1,64 @@
+"""What one snapshot holds for proxy mode: the CA, the host map, the passthrough hosts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config.model import ProxyModeSettings
+from ..config.secrets import KeyResolutionError, resolve_key
+from .ca import CAError, CertificateAuthority, load_ca
+from .hostmap import HostMap, build_host_map, host_key
+
+
+@dataclass(frozen=True, eq=False)
+class ProxyView:
+    """Proxy mode as one snapshot serves it. ``ca`` is None when it failed to load
+    (``error`` says why, never quoting key material); then no host is intercepted."""
+
+    ca: CertificateAuthority | None
+    hosts: HostMap = field(default_factory=HostMap)
+    passthrough: frozenset[str] = frozenset()
+    error: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return "" if self.ca is None else self.ca.fingerprint
+
+
+def build_proxy_view(
+    settings: ProxyModeSettings,
+    served: Iterable[tuple[str, str]],
+    secrets_dir: Path | None,
+    environ: Mapping[str, str],
+) -> ProxyView:
+    """Load the CA from its key references and map the served providers' hosts."""
+    passthrough = frozenset(host_key(*_split(h)) for h in settings.passthrough_hosts)
+    try:
+        cert_pem = resolve_key(settings.ca_cert, secrets_dir, environ).encode()
+        key_pem = resolve_key(settings.ca_key, secrets_dir, environ).encode()
+        ca = load_ca(cert_pem + b"\n", key_pem + b"\n")
+    except (KeyResolutionError, CAError) as exc:
+        return ProxyView(None, HostMap(), passthrough, f"proxy_mode: {exc}")
+    return ProxyView(ca, build_host_map(served), passthrough)
+
+
+def _split(host_port: str) -> tuple[str, int]:
+    host, _, port = host_port.rpartition(":")
+    return host, int(port)
+
+
+def proxy_mode_document(view: ProxyView) -> dict[str, Any]:
+    """``proxy_mode`` of ``/-/snapshot``: the CA's subject and expiry (never its key), the
+    host map, hosts shared by several providers (served by none), passthrough hosts."""
+    ca = view.ca
+    return {
+        "ca_subject": ca.subject if ca is not None else None,
+        "ca_not_after": ca.not_after.isoformat().replace("+00:00", "Z") if ca else None,
+        "error": view.error,
+        "hosts": dict(view.hosts.hosts),
+        "shared_hosts": {k: list(v) for k, v in view.hosts.shared.items()},
+        "passthrough_hosts": sorted(view.passthrough),
+    }
