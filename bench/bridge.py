@@ -1,5 +1,6 @@
 """The bridge as a subprocess with a production-like config: client tokens, a key pool of two
-keys (one from the environment, one from a secrets file), the circuit breaker on."""
+keys (one from the environment, one from a secrets file), the circuit breaker on; usage
+recording off (``bridge``) or on, to a Postgres database (``bridge-rec``)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,21 @@ class BridgeSetup:
     token: str
 
 
-def write_config(root: Path, upstream_port: int) -> BridgeSetup:
+def write_config(root: Path, upstream_port: int, *, recording: bool = False) -> BridgeSetup:
+    """``recording``: ``bridge.recording`` on with the contract's defaults (queue 10000,
+    batch 500, flush every 1 s, prompts kept), to the database given at start-up; otherwise
+    ``enabled: false`` (no record is built at all)."""
     config_dir, secrets_dir = root / "config", root / "secrets"
     config_dir.mkdir(parents=True, exist_ok=True)
     secrets_dir.mkdir(parents=True, exist_ok=True)
     (secrets_dir / "openai.key").write_text(MOCK_KEYS[1] + "\n")
     token = secrets.token_urlsafe(32)
     digest = hashlib.sha256(token.encode()).hexdigest()
+    rec = (
+        "{enabled: true, queue: 10000, batch: 500, flush_every: 1s, prompts: true}"
+        if recording
+        else "{enabled: false}"
+    )
     (config_dir / "00-bridge.yaml").write_text(f"""\
 bridge:
   auth: tokens
@@ -37,6 +46,7 @@ bridge:
   circuit_breaker:
     {{enabled: true, failure_threshold: 5, interval: 10s, timeout: 30s, max_requests: 3}}
   reload: {{debounce: {int(DEBOUNCE_S * 1000)}ms, resync_every: 5m}}
+  recording: {rec}
 """)
     (config_dir / "10-providers.yaml").write_text(f"""\
 providers:
@@ -69,7 +79,12 @@ providers:
 
 
 def start_bridge(
-    setup: BridgeSetup, logs: Path, *, name: str = "bridge", database_url: str | None = None
+    setup: BridgeSetup,
+    logs: Path,
+    *,
+    name: str = "bridge",
+    database_url: str | None = None,
+    shutdown_grace: str = "2s",
 ) -> tuple[Target, int]:
     """Start ``trio-bridge serve``; returns the target (started, not yet ready) and the
     admin port."""
@@ -92,7 +107,7 @@ def start_bridge(
         "--drain-delay",
         "0s",
         "--shutdown-grace",
-        "2s",
+        shutdown_grace,
     ]
     if database_url:
         cmd += ["--database-url", database_url]

@@ -17,6 +17,8 @@ from pathlib import Path
 from .venvs import ensure_venv
 
 TOOLS_VENV = Path(__file__).resolve().parent / ".tools-venv"
+_ROOT = str(Path(__file__).resolve().parent.parent) + "/"  # the tree the bridge runs from
+_STDLIB = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/"
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]+)(?::(?P<line>\d+))?\)$")
 
 
@@ -56,7 +58,7 @@ class Cost:
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "lib/python3.11/", "/work/main/"):
+    for marker in ("site-packages/", _STDLIB, _ROOT):
         if marker in path:
             return path.split(marker, 1)[1]
     return path
@@ -135,6 +137,7 @@ def summarise(path: Path, top: int = 15) -> dict:
 
 _AREAS = (
     ("trio_bridge/server/", "trio_bridge.server (serving core)"),
+    ("trio_bridge/upstream/", "trio_bridge.upstream (h11 pool)"),
     ("trio_bridge/", "trio_bridge (ours)"),
     ("hypercorn/", "hypercorn"),
     ("httpx2/", "httpx2"),
@@ -161,6 +164,7 @@ _LAYERS = (
     ("trio_bridge/cli.py", None),
     ("trio_bridge/__main__.py", None),
     ("trio_bridge/server/", "server side (trio_bridge.server)"),
+    ("trio_bridge/upstream/", "upstream client (trio_bridge.upstream)"),
     ("trio_bridge/", "ours (trio_bridge)"),
     ("hypercorn/", "server side (hypercorn)"),
     ("httpx2/", "upstream client (httpx2)"),
@@ -169,8 +173,9 @@ _LAYERS = (
 
 
 def _layer(frames: list[tuple[str, str]]) -> str:
-    """Whose code asked for a sample's work: the innermost frame of hypercorn, httpx2 or
-    trio_bridge (h11, trio and stdlib time is billed to its caller); with none of them on
+    """Whose code asked for a sample's work: the innermost frame of the serving core, the
+    upstream pool, the rest of trio_bridge, or (reference stacks) hypercorn / httpx2 (h11,
+    trio and stdlib time is billed to its caller); with none of them on
     the stack, trio's scheduler. The ASGI shim and CLI frames of ours wrap everything and
     do not count."""
     for _func, where in reversed(frames):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 BRIDGE = "bridge"
+REC = "bridge-rec"
 PEER_1W = "litellm-1w"
 
 
@@ -54,65 +55,244 @@ def ratios(results: dict) -> dict:
     }
     if per_level:
         out["bridge_cpu_ms_per_req_over_stack_proxy"] = per_level
+    out.update(recording_ratios(results))
     return out
 
 
-def _check(name: str, goal: str, value: Any, met: bool | None, note: str = "") -> dict:
-    return {"target": name, "goal": goal, "value": value, "met": met, "note": note}
+def recording_ratios(results: dict) -> dict:
+    """Recording on (``bridge-rec``) over off (``bridge``): req/s per level, added latency."""
+    on, off = _sweep(results, REC), _sweep(results, BRIDGE)
+    out: dict[str, Any] = {}
+    per_level = {
+        c: round(on[c]["rps"] / off[c]["rps"], 3) for c in on if c in off and off[c]["rps"]
+    }
+    if per_level:
+        out["recording_rps_on_over_off"] = per_level
+    lat_on = results["targets"].get(REC, {}).get("latency")
+    lat_off = results["targets"].get(BRIDGE, {}).get("latency")
+    if lat_on and lat_off:
+        for q in ("p50", "p99"):
+            a, b = lat_on[f"added_{q}_ms"], lat_off[f"added_{q}_ms"]
+            out[f"recording_added_{q}_on_minus_off_ms"] = round(a - b, 3)
+            if b > 0:
+                out[f"recording_added_{q}_on_over_off"] = round(a / b, 3)
+    return out
+
+
+def _verdict(op: str, goal: float, value: Any, unit: str = "") -> tuple[bool | None, str]:
+    """(met, "MET, x to spare" / "MISSED by x (y%)") for ``value op goal``."""
+    if not isinstance(value, int | float):
+        return None, "n/a"
+    spare = value - goal if op == ">=" else goal - value
+    pct = f" ({abs(spare) / goal:.0%})" if goal else ""
+    amount = f"{abs(spare):.3g}{unit}"
+    if spare >= 0:
+        return True, f"MET, {amount} to spare"
+    return False, f"MISSED by {amount}{pct}"
+
+
+def _check(
+    name: str,
+    goal: str,
+    value: Any,
+    met: bool | None,
+    note: str = "",
+    *,
+    verdict: str | None = None,
+    vs: dict[str, str] | None = None,
+) -> dict:
+    if verdict is None:
+        verdict = {True: "MET", False: "MISSED", None: "n/a"}[met]
+    return {
+        "target": name,
+        "goal": goal,
+        "value": value,
+        "met": met,
+        "verdict": verdict,
+        "vs": vs or {},
+        "note": note,
+    }
+
+
+def _goal(
+    name: str,
+    op: str,
+    goal: float,
+    value: Any,
+    unit: str,
+    vs: dict[str, str] | None = None,
+    note: str = "",
+) -> dict:
+    met, verdict = _verdict(op, goal, value, unit)
+    return _check(name, f"{op} {goal:g}{unit}", value, met, note, verdict=verdict, vs=vs)
+
+
+def _figure(results: dict, name: str, what: str) -> float | None:
+    """One issue-8 figure of target ``name`` (None when not measured in this run)."""
+    t = results["targets"].get(name, {})
+    sweep = _sweep(results, name)
+    if what == "rps32":
+        return sweep[32]["rps"] if 32 in sweep else None
+    if what == "rps128/8":
+        if 8 in sweep and 128 in sweep and sweep[8]["rps"]:
+            return round(sweep[128]["rps"] / sweep[8]["rps"], 3)
+        return None
+    if what in ("added_p50_ms", "added_p99_ms"):
+        return t.get("latency", {}).get(what)
+    sse = t.get("sse", {})
+    if what == "held":
+        return sse.get("hold", {}).get("max_held")
+    if what == "ttfb99":
+        return sse.get("added", {}).get("added_ttfb_p99_ms")
+    if what == "cpu_chunk":
+        return _cpu_per_chunk(sse.get("hold", {}))[0]
+    return t.get(what)  # rss_load_mb, startup_s
+
+
+def _vs(results: dict, what: str, value: Any, unit: str, others: tuple[str, ...]) -> dict:
+    """Each other target's figure and the bridge's ratio to it."""
+    out = {}
+    for other in others:
+        theirs = _figure(results, other, what)
+        if theirs is None:
+            continue
+        text = f"{theirs:.3g}{unit}"
+        if isinstance(value, int | float) and theirs > 0:
+            text += f" (x{value / theirs:.2f})"
+        out[other] = text
+    return out
+
+
+REFS = ("stack-proxy", PEER_1W)
 
 
 def check_targets(results: dict) -> list[dict]:
+    """Issue 8's targets (one process, this machine, one run), the error count, the reload
+    targets and recording's cost; each with its value, verdict and the reference figures."""
     b = results["targets"].get(BRIDGE, {})
     checks = []
-    lat = b.get("latency", {})
-    if lat:
-        checks.append(
-            _check(
-                "added latency p50 (1 at a time)",
-                "<= 1 ms",
-                lat["added_p50_ms"],
-                lat["added_p50_ms"] <= 1.0,
-            )
-        )
-        checks.append(
-            _check(
-                "added latency p99 (1 at a time)",
-                "<= 3 ms",
-                lat["added_p99_ms"],
-                lat["added_p99_ms"] <= 3.0,
-            )
-        )
     sweep, peer = _sweep(results, BRIDGE), _sweep(results, PEER_1W)
     beside = _sweep(results, f"bridge (beside {PEER_1W})") or sweep
+    proxy32 = _figure(results, "stack-proxy", "rps32")
+    vs32 = {}
+    if proxy32 and 32 in sweep:
+        vs32["stack-proxy"] = f"{proxy32:.0f} req/s (x{sweep[32]['rps'] / proxy32:.2f})"
     if 32 in beside and 32 in peer:
         ratio = round(beside[32]["rps"] / peer[32]["rps"], 2)
+        vs32[PEER_1W] = f"{peer[32]['rps']:.0f} req/s"
         checks.append(
-            _check(
-                "req/s at 32 vs LiteLLM 1 worker",
-                ">= 10x",
+            _goal(
+                "req/s at 32 concurrent / LiteLLM 1 worker",
+                ">=",
+                20,
                 ratio,
-                ratio >= 10,
-                f"{beside[32]['rps']:.0f} vs {peer[32]['rps']:.0f} req/s, measured side by side",
+                "x",
+                vs32,
+                f"bridge {beside[32]['rps']:.0f} req/s, measured side by side",
             )
         )
-    elif 32 in sweep:
-        ref = 75.0
-        ratio = round(sweep[32]["rps"] / ref, 2)
+    else:
         checks.append(
             _check(
-                "req/s at 32 vs LiteLLM 1 worker",
-                ">= 10x",
-                ratio,
+                "req/s at 32 concurrent / LiteLLM 1 worker",
+                ">= 20x",
+                "not measured",
                 None,
-                f"not measured in this run (run with --peer); vs the {ref:g} req/s "
-                "reference of stack-notes.md",
+                "run with --peer"
+                + (f"; bridge {sweep[32]['rps']:.0f} req/s at 32" if 32 in sweep else ""),
+                vs=vs32,
             )
         )
-    if 8 in sweep and 128 in sweep:
-        r = round(sweep[128]["rps"] / sweep[8]["rps"], 3)
-        checks.append(_check("req/s at 128 / req/s at 8", ">= 0.8", r, r >= 0.8))
-    errors = sum(x["errors"] for x in sweep.values()) + lat.get("errors", 0)
+    r = _figure(results, BRIDGE, "rps128/8")
+    checks.append(
+        _goal("req/s at 128 / req/s at 8", ">=", 0.9, r, "", _vs(results, "rps128/8", r, "", REFS))
+    )
+    for q, goal in (("p50", 0.5), ("p99", 1.5)):
+        v = _figure(results, BRIDGE, f"added_{q}_ms")
+        checks.append(
+            _goal(
+                f"added latency {q}, one request at a time",
+                "<=",
+                goal,
+                v,
+                " ms",
+                _vs(results, f"added_{q}_ms", v, " ms", REFS),
+            )
+        )
     sse = b.get("sse", {})
+    hold = sse.get("hold")
+    v = _figure(results, BRIDGE, "held")
+    note = ""
+    if hold:
+        note = "highest level tried" if hold["all_levels_held"] else "climb stopped at a stall"
+        note += f"; levels {', '.join(str(x['streams']) for x in hold['levels'])}"
+    checks.append(
+        _goal(
+            "paced streams (64 x 20 ms) held without a stall",
+            ">=",
+            512,
+            v,
+            "",
+            _vs(results, "held", v, "", REFS),
+            note,
+        )
+    )
+    v = _figure(results, BRIDGE, "ttfb99")
+    checks.append(
+        _goal(
+            "added time to first chunk p99",
+            "<=",
+            2,
+            v,
+            " ms",
+            _vs(results, "ttfb99", v, " ms", REFS),
+            f"{sse['added']['concurrent_streams']} concurrent streams" if sse.get("added") else "",
+        )
+    )
+    v, level = _cpu_per_chunk(hold or {})
+    checks.append(
+        _goal(
+            "CPU per relayed chunk",
+            "<=",
+            40,
+            v,
+            " us",
+            _vs(results, "cpu_chunk", v, " us", REFS),
+            (
+                f"at {level} streams ("
+                + ("highest level held" if hold and hold.get("max_held") else "none held")
+                + "), request set-up included"
+            )
+            if level
+            else "",
+        )
+    )
+    v = b.get("rss_load_mb")
+    checks.append(
+        _goal(
+            "RSS under load",
+            "<=",
+            80,
+            v,
+            " MB",
+            _vs(results, "rss_load_mb", v, " MB", REFS),
+            "peak over the sweep and the paced streams",
+        )
+    )
+    v = b.get("startup_s")
+    checks.append(
+        _goal(
+            "start to /readyz 200",
+            "<=",
+            0.5,
+            v,
+            " s",
+            _vs(results, "startup_s", v, " s", REFS),
+            "stack-proxy: to its first 200 on /v1/models",
+        )
+    )
+    lat = b.get("latency", {})
+    errors = sum(x["errors"] for x in sweep.values()) + lat.get("errors", 0)
     errors += sse.get("added", {}).get("target", {}).get("errors", 0)
     checks.append(
         _check(
@@ -123,37 +303,18 @@ def check_targets(results: dict) -> list[dict]:
             "SSE stall search excluded: its failing level may error by design",
         )
     )
-    hold = sse.get("hold")
-    if hold:
-        checks.append(
-            _check(
-                "paced streams held without a stall",
-                ">= 256",
-                hold["max_held"],
-                hold["max_held"] >= 256,
-                "" if not hold["all_levels_held"] else "highest level tried",
-            )
-        )
-    added = sse.get("added")
-    if added:
-        v = added["added_ttfb_p99_ms"]
-        checks.append(_check("added time to first chunk p99", "<= 3 ms", v, v <= 3.0))
-    if b.get("rss_load_mb") is not None:
-        v = b["rss_load_mb"]
-        checks.append(_check("RSS under load", "<= 100 MB", v, v <= 100))
-    if b.get("startup_s") is not None:
-        v = b["startup_s"]
-        checks.append(_check("start to /readyz 200", "<= 1 s", v, v <= 1.0))
+    checks += _recording_checks(results)
     y = results.get("reload", {}).get("yaml")
     if y and y.get("max_minus_debounce_ms") is not None:
         v = y["max_minus_debounce_ms"]
         checks.append(
-            _check(
+            _goal(
                 "YAML reload (worst trial, minus debounce)",
-                "<= 500 ms",
+                "<=",
+                500,
                 v,
-                v <= 500,
-                f"debounce {y['debounce_ms']:g} ms",
+                " ms",
+                note=f"debounce {y['debounce_ms']:g} ms",
             )
         )
     d = results.get("reload", {}).get("database")
@@ -161,12 +322,13 @@ def check_targets(results: dict) -> list[dict]:
         if d.get("available") and d.get("max_minus_debounce_ms") is not None:
             v = d["max_minus_debounce_ms"]
             checks.append(
-                _check(
+                _goal(
                     "database reload (worst trial, minus debounce)",
-                    "<= 500 ms",
+                    "<=",
+                    500,
                     v,
-                    v <= 500,
-                    f"debounce {d['debounce_ms']:g} ms",
+                    " ms",
+                    note=f"debounce {d['debounce_ms']:g} ms",
                 )
             )
         else:
@@ -174,6 +336,69 @@ def check_targets(results: dict) -> list[dict]:
                 _check("database reload", "<= 500 ms", "not available", None, d.get("reason", ""))
             )
     return checks
+
+
+def _recording_checks(results: dict) -> list[dict]:
+    """Issue 11's "recording adds no measurable cost", read as: recording on keeps >= 95% of
+    the req/s at every level and <= 110% of the added latency, and every request sent got
+    its interception row."""
+    rec = results.get("recording")
+    if rec is None:
+        return []
+    if not rec.get("available"):
+        return [
+            _check(
+                "recording to Postgres: cost",
+                "on/off ~ 1",
+                "not available",
+                None,
+                rec.get("reason", ""),
+            )
+        ]
+    r = recording_ratios(results)
+    out = []
+    per_level = r.get("recording_rps_on_over_off", {})
+    if per_level:
+        worst = min(per_level, key=lambda c: per_level[c])
+        out.append(
+            _goal(
+                "recording on / off: req/s (worst level)",
+                ">=",
+                0.95,
+                per_level[worst],
+                "",
+                note=f"c={worst}; all: "
+                + ", ".join(f"c={c} {x:.3f}" for c, x in sorted(per_level.items())),
+            )
+        )
+    for q in ("p50", "p99"):
+        ratio = r.get(f"recording_added_{q}_on_over_off")
+        delta = r.get(f"recording_added_{q}_on_minus_off_ms")
+        if delta is None:
+            continue
+        out.append(
+            _goal(
+                f"recording on / off: added latency {q}",
+                "<=",
+                1.1,
+                ratio,
+                "",
+                note=f"on - off = {delta:+.3f} ms",
+            )
+        )
+    written, sent = rec.get("interceptions_written"), rec.get("requests_sent")
+    dropped = rec.get("recorder_before_stop", {}).get("dropped")
+    met = None if written is None or sent is None else written >= sent and not dropped
+    out.append(
+        _check(
+            "recording: interception rows written",
+            f">= requests sent ({sent})",
+            written,
+            met,
+            f"dropped {dropped:g}" if isinstance(dropped, float) else "",
+        )
+    )
+    return out
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -261,7 +486,7 @@ def render(results: dict) -> str:
                 _fmt(a.get("added_gap_p99_ms"), 2),
                 f"{h.get('max_held', '-')}{'+' if h.get('all_levels_held') else ''}",
                 _fmt(_first_fail(h), 1),
-                _fmt(_cpu_per_chunk(h), 0),
+                "{} @{}".format(*(_fmt(x, 0) for x in _cpu_per_chunk(h))),
             ]
         )
     if rows:
@@ -278,7 +503,7 @@ def render(results: dict) -> str:
                     "added gap p99",
                     "max streams held",
                     "worst gap at failing level",
-                    "CPU us/chunk",
+                    "CPU us/chunk @streams",
                 ],
                 rows,
             )
@@ -299,7 +524,10 @@ def render(results: dict) -> str:
         parts.append(
             "\nStart-up and memory (s, MB; RSS of the whole process tree)\n"
             + _table(["target", "start->ready", "RSS idle", "RSS load peak", "RSS after"], rows)
+            + "\n(stack-*: start to the first 200 on /v1/models; their load peak covers the sweep"
+            " and their SSE runs; bridge-rec's the sweep)"
         )
+    parts.append(_render_recording(results))
     rel = results.get("reload", {})
     rows = []
     for kind, r in rel.items():
@@ -356,23 +584,84 @@ def render(results: dict) -> str:
             [
                 c["target"],
                 c["goal"],
-                _fmt(c["value"], 2),
-                {True: "MET", False: "MISSED", None: "n/a"}[c["met"]],
+                f"{c['value']:.4g}" if isinstance(c["value"], float) else _fmt(c["value"]),
+                c.get("verdict") or {True: "MET", False: "MISSED", None: "n/a"}[c["met"]],
+                *(c.get("vs", {}).get(name, "") for name in REFS),
                 c["note"],
             ]
             for c in checks
         ]
-        parts.append("\nTargets\n" + _table(["target", "goal", "value", "", "note"], rows))
+        parts.append(
+            "\nTargets (bridge; the reference columns: their figure and bridge / theirs)\n"
+            + _table(["target", "goal", "bridge", "verdict", *REFS, "note"], rows)
+        )
     return "\n".join(parts)
 
 
-_WRAPPERS = ("trio_bridge/cli.py", "trio_bridge/__main__.py", "trio_bridge/server/")
+def _render_recording(results: dict) -> str:
+    rec = results.get("recording")
+    if rec is None:
+        return ""
+    if not rec.get("available"):
+        return f"\nRecording to Postgres (bridge-rec): not available ({rec.get('reason', '')})"
+    r = recording_ratios(results)
+    on, off = _sweep(results, REC), _sweep(results, BRIDGE)
+    levels = sorted(set(on) & set(off))
+    lat = {n: results["targets"].get(n, {}).get("latency", {}) for n in (BRIDGE, REC)}
+    rows = []
+    for name, s in ((BRIDGE, off), (REC, on)):
+        rows.append(
+            [name + (" (off)" if name == BRIDGE else " (on)")]
+            + [f"{s[c]['rps']:.0f}" for c in levels]
+            + [_fmt(lat[name].get("added_p50_ms"), 3), _fmt(lat[name].get("added_p99_ms"), 3)]
+        )
+    per = r.get("recording_rps_on_over_off", {})
+    rows.append(
+        ["on / off"]
+        + [_fmt(per.get(c), 3) for c in levels]
+        + [
+            _fmt(r.get("recording_added_p50_on_over_off"), 3),
+            _fmt(r.get("recording_added_p99_on_over_off"), 3),
+        ]
+    )
+    rows.append(
+        ["on - off (ms)"]
+        + ["" for _ in levels]
+        + [
+            _fmt(r.get("recording_added_p50_on_minus_off_ms"), 3),
+            _fmt(r.get("recording_added_p99_on_minus_off_ms"), 3),
+        ]
+    )
+    m = rec.get("recorder_before_stop", {})
+    rows_written = ", ".join(f"{k.removeprefix('ai_bridge_')} {v}" for k, v in rec["rows"].items())
+    return (
+        f"\nRecording to Postgres ({rec['database']}, bridge-rec) vs off (bridge), same run "
+        "(req/s; added latency ms, one at a time)\n"
+        + _table(
+            ["", *(f"c={c}" for c in levels), "added p50", "added p99"],
+            rows,
+        )
+        + f"\nrequests sent {rec['requests_sent']}; rows after the run: {rows_written}; "
+        f"recorder before stop: {', '.join(f'{k} {_fmt(v, 0)}' for k, v in m.items())}; "
+        f"stop (queue flush) {rec.get('stop_s')} s, exit {rec.get('exit_code')}"
+    )
 
 
-def _cpu_per_chunk(hold: dict) -> float | None:
-    """CPU per streamed chunk (request set-up included) at the first level tried."""
-    levels = hold.get("levels") or [{}]
-    return levels[0].get("cpu_us_per_chunk")
+_WRAPPERS = (
+    "trio_bridge/cli.py",
+    "trio_bridge/__main__.py",
+    "trio_bridge/commands/",
+    "trio_bridge/server/",
+)
+
+
+def _cpu_per_chunk(hold: dict) -> tuple[float | None, int | None]:
+    """CPU per streamed chunk (request set-up included) and the level it was measured at:
+    the highest level held (the load the target is about), else the first level tried."""
+    levels = hold.get("levels") or []
+    held = [x for x in levels if x.get("ok")]
+    pick = held[-1] if held else (levels[0] if levels else {})
+    return pick.get("cpu_us_per_chunk"), pick.get("streams")
 
 
 def _first_fail(hold: dict) -> float | None:

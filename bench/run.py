@@ -17,13 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # import bench.* as a package; never shadow the stdlib with bench/
 
-from bench import dbreload, profiling, report, sse  # noqa: E402
+from bench import dbreload, profiling, recording, report, sse  # noqa: E402
 from bench.bridge import DEBOUNCE_S, probe_provider_yaml, start_bridge, write_config  # noqa: E402
 from bench.latency import added_latency  # noqa: E402
 from bench.peer import PEER_REQUIREMENT, ensure_litellm, start_litellm  # noqa: E402
@@ -110,7 +111,8 @@ def start_stack(mode: str, logs: Path, upstream: Target) -> Target:
         ]
     proc = Proc(f"stack-{mode}", cmd, logs / f"stack-{mode}.log")
     target = Target(f"stack-{mode}", port, "/v1/chat/completions", "Bearer unused", proc)
-    proc.wait_ready(port, "/v1/models", timeout=15)
+    # no /readyz on the reference apps: start to the first 200 on /v1/models
+    target.startup_s = round(proc.wait_ready(port, "/v1/models", timeout=15), 3)
     return target
 
 
@@ -123,6 +125,39 @@ def measure_startup(setup, logs: Path, times: int) -> list[float]:
             out.append(round(target.proc.wait_ready(target.port, "/readyz", timeout=30), 3))
         finally:
             target.proc.stop()
+    return out
+
+
+def start_recording_bridge(
+    work: Path, logs: Path, upstream_port: int, dsn: str
+) -> tuple[Target, int, float]:
+    """``bridge-rec``: the bridge's config with recording on, writing to ``dsn``. A long
+    shutdown grace so the queue is flushed at stop."""
+    setup = write_config(work / "bridge-rec", upstream_port, recording=True)
+    target, admin = start_bridge(
+        setup, logs, name="bridge-rec", database_url=dsn, shutdown_grace="30s"
+    )
+    ready = target.proc.wait_ready(target.port, "/readyz", timeout=30)
+    return target, admin, round(ready, 3)
+
+
+def finish_recording(rec: Target, admin_port: int, entry: dict) -> dict:
+    """Stop ``bridge-rec`` (its queue is flushed on SIGTERM) and count what it wrote."""
+    sent = sum(r["requests"] for r in entry.get("sweep", []))
+    lat = entry.get("latency")
+    if lat:  # latency.added_latency's default warm-up of 50 per round is recorded too
+        sent += lat["rounds"] * (lat["requests_per_round"] + 50)
+    out: dict = {"available": True, "database": recording.REC_DB, "requests_sent": sent}
+    try:
+        out["recorder_before_stop"] = recording.recorder_metrics(admin_port)
+    except OSError as exc:
+        out["recorder_before_stop"] = {"error": str(exc)}
+    t0 = time.perf_counter()
+    rec.proc.stop(timeout=45)
+    out["stop_s"] = round(time.perf_counter() - t0, 2)
+    out["exit_code"] = rec.proc.popen.returncode
+    out["rows"] = recording.rows()
+    out["interceptions_written"] = out["rows"]["ai_bridge_interceptions"]
     return out
 
 
@@ -305,6 +340,7 @@ def main() -> int:
     }
     t_start = time.perf_counter()
     procs: list[Proc] = []
+    rec_dsn: str | None = None
     try:
         log(f"work dir {work}")
         direct = start_mock(logs)
@@ -326,15 +362,40 @@ def main() -> int:
         results["targets"]["direct"] = {}
         log(f"bridge ready in {startups} s; idle RSS {b['rss_idle_mb']} MB")
 
+        recs: list[Target] = []  # bridge-rec, when a database is at hand
+        if args.no_db:
+            results["recording"] = {"available": False, "reason": "--no-db"}
+        else:
+            rec_dsn, reason = recording.prepare()
+            if rec_dsn is None:
+                results["recording"] = {"available": False, "reason": reason}
+                log(f"recording to Postgres: not available ({reason})")
+            else:
+                rec, rec_admin, rec_ready = start_recording_bridge(work, logs, direct.port, rec_dsn)
+                procs.append(rec.proc)
+                recs.append(rec)
+                time.sleep(1.0)
+                results["targets"][rec.name] = {
+                    "startup_s": rec_ready,
+                    "rss_idle_mb": round(rec.proc.rss_mb(), 1),
+                }
+                log(f"bridge-rec (recording to {recording.REC_DB}) ready in {rec_ready} s")
+
         hello = start_stack("hello", logs, direct)
         proxy = start_stack("proxy", logs, direct)
         refs = [proxy]
         if plan.lean_refs:
             refs += [start_stack("proxy-h11", logs, direct), start_stack("lean", logs, direct)]
         procs += [hello.proc] + [r.proc for r in refs]
+        time.sleep(0.5)
+        for t in refs:
+            results["targets"][t.name] = {
+                "startup_s": t.startup_s,
+                "rss_idle_mb": round(t.proc.rss_mb(), 1),
+            }
 
         log("one request at a time")
-        for t in (bridge, *refs):
+        for t in (bridge, *recs, *refs):
             lat = added_latency(direct, t, rounds=plan.latency_rounds, n=plan.latency_n)
             results["targets"].setdefault(t.name, {})["latency"] = lat
             log(
@@ -344,23 +405,41 @@ def main() -> int:
 
         log("concurrency sweep (wrk)")
         sampler = RssSampler(bridge.proc)
-        with sampler:
-            swept = sweep([direct, bridge, *refs, hello], body, plan, {})
-            for name, rows in swept.items():
-                results["targets"].setdefault(name, {})["sweep"] = rows
-            log("paced SSE")
-            b["sse"] = sse_block(direct, bridge, plan)
-        b["rss_load_mb"] = round(sampler.peak, 1)
-        if plan.lean_refs:
-            log("paced SSE on the reference stacks")
-            for t in refs:
-                added = sse.added_stream_times(direct, t, streams=plan.sse_streams, waves=1)
-                hold = sse.max_held_streams(t, list(plan.hold_levels))
-                results["targets"][t.name]["sse"] = {"added": added, "hold": hold}
-                log(
-                    f"  {t.name}: added ttfb p99 {added['added_ttfb_p99_ms']} ms; most paced "
-                    f"streams held without a stall: {hold['max_held']}"
-                )
+        side = ExitStack()  # peak RSS of bridge-rec (sweep) and the references (sweep + SSE)
+        side_samplers = {
+            t.name: side.enter_context(RssSampler(t.proc, every=0.5)) for t in (*recs, *refs)
+        }
+        with side:
+            with sampler:
+                swept = sweep([direct, bridge, *recs, *refs, hello], body, plan, {})
+                for name, rows in swept.items():
+                    results["targets"].setdefault(name, {})["sweep"] = rows
+                for rec in recs:  # stopped before the SSE scenarios: its flush is not their load
+                    rec_entry = results["targets"][rec.name]
+                    rec_entry["rss_load_mb"] = round(side_samplers[rec.name].peak, 1)
+                    log("bridge-rec: stopping (flushes its queue), counting rows")
+                    results["recording"] = finish_recording(rec, rec_admin, rec_entry)
+                    r = results["recording"]
+                    log(
+                        f"  {r['requests_sent']} requests sent, "
+                        f"{r['interceptions_written']} interceptions written; "
+                        f"recorder {r['recorder_before_stop']}"
+                    )
+                log("paced SSE")
+                b["sse"] = sse_block(direct, bridge, plan)
+            b["rss_load_mb"] = round(sampler.peak, 1)
+            if plan.lean_refs:
+                log("paced SSE on the reference stacks")
+                for t in refs:
+                    added = sse.added_stream_times(direct, t, streams=plan.sse_streams, waves=1)
+                    hold = sse.max_held_streams(t, list(plan.hold_levels))
+                    results["targets"][t.name]["sse"] = {"added": added, "hold": hold}
+                    log(
+                        f"  {t.name}: added ttfb p99 {added['added_ttfb_p99_ms']} ms; most "
+                        f"paced streams held without a stall: {hold['max_held']}"
+                    )
+        for t in refs:
+            results["targets"][t.name]["rss_load_mb"] = round(side_samplers[t.name].peak, 1)
         time.sleep(2.0)
         b["rss_after_mb"] = round(bridge.proc.rss_mb(), 1)
         log(f"bridge RSS peak under load {b['rss_load_mb']} MB, after {b['rss_after_mb']} MB")
@@ -389,6 +468,11 @@ def main() -> int:
     finally:
         for p in reversed(procs):
             p.stop()
+        if rec_dsn is not None:
+            try:
+                recording.drop()
+            except Exception as exc:  # noqa: BLE001 - Postgres gone: nothing left to drop
+                log(f"could not drop {recording.REC_DB}: {exc}")
     results["meta"]["wall_s"] = round(time.perf_counter() - t_start, 1)
     results["ratios"] = report.ratios(results)
     results["targets_check"] = report.check_targets(results)
@@ -405,7 +489,7 @@ def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for dist in ("trio-bridge", "trio", "hypercorn", "httpx2", "h11"):
+    for dist in ("trio-bridge", "trio", "h11", "psycopg", "hypercorn", "httpx2"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
