@@ -462,3 +462,43 @@ def test_check_config_shows_the_ca_and_the_host_map_and_fails_on_a_broken_ca(
     assert check_config(tmp_path / "c", secrets, as_json=True) == 1
     out = capsys.readouterr().out
     assert '"ok": false' in out and "ca_key" in out and "broken" not in out
+
+
+async def test_a_tunnel_keeps_the_snapshot_it_started_on(rig: Rig) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    new_key = "sk-pool-openai-rotated-0123456789"
+    async with rig.client() as tunnel:
+        first = await tunnel.post(rig.openai_url + "/chat/completions", json=CHAT, headers=headers)
+        assert first.status_code == 200
+        await rig.write_config(
+            providers_yaml((rig.openai_url, rig.anthropic_url)).replace(POOL_KEY, new_key)
+        )
+        # The same tunnel (a kept-alive CONNECT): still the snapshot it started on.
+        again = await tunnel.post(rig.openai_url + "/chat/completions", json=CHAT, headers=headers)
+        assert again.status_code == 200
+    async with rig.client() as fresh:  # a new CONNECT sees the newest snapshot
+        third = await fresh.post(rig.openai_url + "/chat/completions", json=CHAT, headers=headers)
+        assert third.status_code == 200
+    assert [r.key for r in rig.openai.requests] == [POOL_KEY, POOL_KEY, new_key]
+    assert rig.openai_front.connections >= 1
+
+
+async def test_a_tunnel_keeps_its_upstream_clients_open_when_a_reload_retires_them(
+    rig: Rig,
+) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    bridge_file = rig.config / "10-bridge.yaml"
+    async with rig.client() as tunnel:
+        assert (
+            await tunnel.post(rig.openai_url + "/chat/completions", json=CHAT, headers=headers)
+        ).status_code == 200
+        # New connection limits: every provider gets a new upstream client; the old ones
+        # are retired and would close once unpinned.
+        bridge_file.write_text(
+            bridge_file.read_text().replace(
+                "  auth: tokens\n", "  auth: tokens\n  upstream_max_connections: 7\n"
+            )
+        )
+        await rig.daemon.reloader.reload({rig.daemon.files.name}, full=False, reason="test")
+        again = await tunnel.post(rig.openai_url + "/chat/completions", json=CHAT, headers=headers)
+        assert again.status_code == 200, again.text

@@ -8,6 +8,7 @@ handshake, a reset) ends its own tunnel only; nothing here logs a credential.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -208,7 +209,14 @@ class ProxyConnections:
             snapshot,
         )
         self.tunnels += 1
-        await self._serve_http(tls, app)
+        with contextlib.ExitStack() as pins:
+            # The pinned snapshot's upstream clients stay open while the tunnel lives, even
+            # if a reload retires them (a fallback may use another provider's client).
+            for served in snapshot.providers.values():
+                upstream = getattr(served, "upstream", None)
+                if upstream is not None:
+                    pins.enter_context(upstream.pinned())
+            await self._serve_http(tls, app)
         return "intercepted"
 
     async def _passthrough(
