@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from .base import Dialect, Route, RouteTable, Usage, encode, error_kind
@@ -14,13 +16,13 @@ _KINDS = {502: "api_error", 503: "overloaded_error", 504: "api_error", 413: "req
 
 
 class _Message(msgspec.Struct):
-    usage: dict | None = None
+    usage: dict[str, Any] | None = None
 
 
 class _Event(msgspec.Struct):
     type: str | None = None
     message: _Message | None = None
-    usage: dict | None = None
+    usage: dict[str, Any] | None = None
 
 
 class _Block(msgspec.Struct):

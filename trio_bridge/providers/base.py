@@ -51,7 +51,7 @@ class Peek(msgspec.Struct):
 
     model: str | None = None
     stream: bool | None = None
-    stream_options: dict | None = None
+    stream_options: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from .base import (
@@ -22,12 +24,12 @@ RESPONSES = Route("responses", "/v1/responses", True)
 
 
 class _ChatChunk(msgspec.Struct):
-    choices: list | None = None
-    usage: dict | None = None
+    choices: list[Any] | None = None
+    usage: dict[str, Any] | None = None
 
 
 class _Response(msgspec.Struct):
-    usage: dict | None = None
+    usage: dict[str, Any] | None = None
 
 
 class _RespEvent(msgspec.Struct):
@@ -36,13 +38,13 @@ class _RespEvent(msgspec.Struct):
 
 
 class _Choice(msgspec.Struct):
-    delta: dict | None = None
+    delta: dict[str, Any] | None = None
     finish_reason: str | None = None
 
 
 class _ChatPeek(msgspec.Struct):
     choices: list[_Choice] | None = None
-    error: dict | None = None
+    error: dict[str, Any] | None = None
 
 
 class _Error(msgspec.Struct):

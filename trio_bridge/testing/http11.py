@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import trio
 
-from ..server import AbortConnection, HTTPServer, Limits, TCPListener, open_tcp_listeners
+from ..http.asgi import Receive, Scope, Send
+from ..server import AbortConnection, App, HTTPServer, Limits, TCPListener, open_tcp_listeners
 from ..server import serve_connection as _serve_connection
 
 __all__ = [
@@ -62,7 +63,7 @@ class Responder:
 
     __slots__ = ("_receive", "_send", "_watching", "started", "finished", "must_close")
 
-    def __init__(self, receive, send) -> None:
+    def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
         self._watching = False
@@ -136,10 +137,10 @@ class Responder:
         self.started = True
 
 
-def handler_app(handler: Handler):
+def handler_app(handler: Handler) -> App:
     """The ASGI app that reads the body whole and calls ``handler``."""
 
-    async def app(scope, receive, send) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         chunks: list[bytes] = []
         while True:
             message = await receive()

@@ -242,6 +242,8 @@ def chat_completion_events(c: Completion, *, include_usage: bool) -> list[bytes]
         return sse_data(body)
 
     tc = c.tool_call
+    first: dict[str, object]
+    deltas: list[dict[str, object]]
     if tc is not None:
         first = {
             "role": "assistant",
@@ -448,7 +450,7 @@ def anthropic_events(c: Completion) -> list[bytes]:
     ``content_block_delta`` per piece (``text_delta`` or ``input_json_delta``),
     ``content_block_stop``, ``message_delta`` (stop_reason, output_tokens), ``message_stop``."""
     tc = c.tool_call
-    start = {
+    start: dict[str, object] = {
         "id": new_id("msg_"),
         "type": "message",
         "role": "assistant",
@@ -458,6 +460,7 @@ def anthropic_events(c: Completion) -> list[bytes]:
         "stop_sequence": None,
         "usage": _anthropic_usage(c.usage, output_tokens=1),
     }
+    block: dict[str, object]
     if tc is not None:
         block = {"type": "tool_use", "id": tc.id, "name": tc.name, "input": {}}
         deltas = [{"type": "input_json_delta", "partial_json": p} for p in c.pieces]
