@@ -7,9 +7,10 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..merge import merge
-from ..snapshot import Resilience, SourceStatus, build_snapshot
+from ..snapshot import Provider, Resilience, SourceStatus, build_snapshot
 from ..sources.base import SourceError
 from ..sources.files import FileSource
 from ..upstream import UpstreamClients
@@ -98,7 +99,7 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
     return 1 if failed else 0
 
 
-def _bedrock(p) -> dict:
+def _bedrock(p: Provider) -> dict[str, Any]:
     """A Bedrock provider's region, models and credential source (never a secret)."""
     info = getattr(p.dialect, "bedrock_info", None)
     return {"bedrock": info.as_dict()} if info is not None else {}

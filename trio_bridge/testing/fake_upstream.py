@@ -375,13 +375,13 @@ class FakeUpstream:
 
             await self._guarded(resp, later)
         elif isinstance(b, RawStream):
-            headers = {"content-type": "text/event-stream", **(b.headers or {})}
+            stream_headers = {"content-type": "text/event-stream", **(b.headers or {})}
             await self._stream(
                 resp,
                 list(b.events),
                 pace=self.default_pace if b.pace is None else b.pace,
                 status=b.status,
-                headers=list(headers.items()),
+                headers=list(stream_headers.items()),
             )
         else:
             raise TypeError(f"not a behaviour: {b!r}")
@@ -490,6 +490,7 @@ class FakeUpstream:
         *,
         lenient: bool,
     ) -> None:
+        payload: dict[str, Any] | None
         if lenient:
             payload = rec.json if isinstance(rec.json, dict) else {}
         else:

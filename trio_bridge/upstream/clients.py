@@ -15,7 +15,6 @@ from .proxyenv import ProxyConfigError, ProxySettings
 log = logging.getLogger("trio_bridge.upstream")
 
 
-
 class UpstreamClients:
     """Owns every upstream client: hands them to snapshot builds, closes retired ones, and
     closes idle connections past their expiry.
