@@ -23,7 +23,7 @@ import trio
 
 from .. import metrics
 from ..dumps import DumpCapture
-from ..providers.base import AttemptError, Dialect, Peek, Route, UpstreamAttempt, Usage
+from ..providers.base import AttemptError, Dialect, Peek, Route, TokenUsage, UpstreamAttempt
 from ..providers.sse import EventSplitter, iter_events
 from ..resilience.breaker import Admission, CircuitBreaker
 from ..resilience.fallbacks import ChainEntry, match_entry, plan, rewrite_model
@@ -98,7 +98,7 @@ class Exchange:
     response_started: bool = False
     finished: bool = False
     sse: bool = False
-    usage: Usage = field(default_factory=Usage)
+    usage: TokenUsage = field(default_factory=TokenUsage)
     upstream_wait: float = 0.0
     dump: DumpCapture | None = None
     # The target that answered: usage and tokens_total are attributed to it.

@@ -11,7 +11,7 @@ from .base import (
     Peek,
     Route,
     RouteTable,
-    Usage,
+    TokenUsage,
     encode,
     error_kind,
     last_sequence_number,
@@ -154,7 +154,7 @@ class OpenAIDialect(Dialect):
         fields["stream_options"] = msgspec.Raw(encode(merged))
         return encode(fields), False
 
-    def usage_from_body(self, route: Route, body: bytes) -> Usage | None:
+    def usage_from_body(self, route: Route, body: bytes) -> TokenUsage | None:
         try:
             if route.endpoint == "chat_completions":
                 chunk = _chat_decoder.decode(body)
@@ -166,7 +166,7 @@ class OpenAIDialect(Dialect):
             return None
         return None
 
-    def usage_from_event(self, route: Route, event: bytes, usage: Usage) -> bool:
+    def usage_from_event(self, route: Route, event: bytes, usage: TokenUsage) -> bool:
         data = event_data(event)
         if b'"usage"' not in data:
             return False
@@ -222,7 +222,7 @@ class OpenAIDialect(Dialect):
         return error is not None and error.code == "context_length_exceeded"
 
 
-def _merge(into: Usage, new: Usage) -> None:
+def _merge(into: TokenUsage, new: TokenUsage) -> None:
     for field in ("input", "output", "cache_read", "cache_write", "extra"):
         value = getattr(new, field)
         if value is not None:

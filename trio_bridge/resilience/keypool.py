@@ -343,11 +343,11 @@ def _clamp_cooldown(cooldown: float) -> float:
 
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
-Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+UpstreamHeaders = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 def cooldown_from_headers(
-    headers: Headers, *, wall_now: float, default: float | None = DEFAULT_COOLDOWN
+    headers: UpstreamHeaders, *, wall_now: float, default: float | None = DEFAULT_COOLDOWN
 ) -> float | None:
     """Seconds to cool a key after a 429 (or to wait after a 503).
 
@@ -374,7 +374,7 @@ def cooldown_from_headers(
     return default
 
 
-def _header(headers: Headers, name: str) -> str | None:
+def _header(headers: UpstreamHeaders, name: str) -> str | None:
     items = headers.items() if isinstance(headers, Mapping) else headers
     for key, value in items:
         if isinstance(key, bytes):

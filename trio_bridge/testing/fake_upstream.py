@@ -45,7 +45,7 @@ from .behaviours import (
     Unauthorized,
 )
 from .http11 import Request, Responder, open_listeners, serve_listeners
-from .wire import Dialect
+from .wire import DialectName
 
 __all__ = ["FakeUpstream", "main"]
 
@@ -93,7 +93,7 @@ _REFUSAL_TEXT = {
 }
 
 
-def refusal_body(dialect: Dialect, kind: str) -> dict[str, Any]:
+def refusal_body(dialect: DialectName, kind: str) -> dict[str, Any]:
     """A 400 body refusing the request: ``kind`` is ``context_length``, ``content_policy``
     or ``prefill``, worded as each API words it."""
     openai_text, anthropic_text, code = _REFUSAL_TEXT[kind]
@@ -155,7 +155,7 @@ class FakeUpstream:
 
     def __init__(
         self,
-        dialect: Dialect = "openai",
+        dialect: DialectName = "openai",
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -163,7 +163,7 @@ class FakeUpstream:
     ) -> None:
         if dialect not in wire.DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}; expected one of {wire.DIALECTS}")
-        self.dialect: Dialect = dialect
+        self.dialect: DialectName = dialect
         self.host = host
         self._wanted_port = port
         self._port: int | None = None

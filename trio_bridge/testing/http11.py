@@ -33,7 +33,7 @@ __all__ = [
     "serve_listeners",
 ]
 
-Headers = Sequence[tuple[str, str]]
+TextHeaders = Sequence[tuple[str, str]]
 # The fakes stand in for upstreams: idle connections stay open until the client closes them
 # (a clock jump in a test must not close a pooled connection under the bridge).
 _LIMITS = Limits(keepalive_timeout=math.inf)
@@ -53,7 +53,7 @@ class Request:
 Handler = Callable[[Request, "Responder"], Awaitable[None]]
 
 
-def _encode(headers: Headers) -> list[tuple[bytes, bytes]]:
+def _encode(headers: TextHeaders) -> list[tuple[bytes, bytes]]:
     return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
 
 
@@ -72,7 +72,7 @@ class Responder:
         # Set when the connection cannot carry another request (abort, peer gone).
         self.must_close = False
 
-    async def respond(self, status: int, headers: Headers, body: bytes = b"") -> None:
+    async def respond(self, status: int, headers: TextHeaders, body: bytes = b"") -> None:
         """Send a whole response with a ``Content-Length``."""
         self._begin()
         head = _encode(headers)
@@ -81,7 +81,7 @@ class Responder:
         await self._send({"type": "http.response.start", "status": status, "headers": head})
         await self._send({"type": "http.response.body", "body": body})
 
-    async def start(self, status: int, headers: Headers) -> None:
+    async def start(self, status: int, headers: TextHeaders) -> None:
         """Send the head of a streamed (chunked) response."""
         self._begin()
         await self._send(

@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import msgspec
 
-Dialect = Literal["openai", "anthropic", "copilot"]
-DIALECTS: tuple[Dialect, ...] = ("openai", "anthropic", "copilot")
+DialectName = Literal["openai", "anthropic", "copilot"]
+DIALECTS: tuple[DialectName, ...] = ("openai", "anthropic", "copilot")
 
 _encoder = msgspec.json.Encoder()
 
@@ -103,7 +103,7 @@ class Completion:
         return "".join(self.pieces)
 
 
-def text_pieces(n: int, dialect: Dialect) -> tuple[str, ...]:
+def text_pieces(n: int, dialect: DialectName) -> tuple[str, ...]:
     """``n`` deterministic text deltas: "Hello", " from", " the", " fake", " <dialect>",
     " upstream." and round again. Six pieces make the blocking answer
     ``"Hello from the fake <dialect> upstream."``."""
@@ -147,7 +147,7 @@ def estimate_input_tokens(payload: Any) -> int:
 
 
 def make_completion(
-    dialect: Dialect,
+    dialect: DialectName,
     model: str,
     payload: Any,
     *,
@@ -628,7 +628,7 @@ def anthropic_error(
     }
 
 
-def error_body(dialect: Dialect, status: int, message: str | None = None) -> dict[str, Any]:
+def error_body(dialect: DialectName, status: int, message: str | None = None) -> dict[str, Any]:
     """The error body ``dialect``'s API sends with ``status``."""
     if dialect == "anthropic":
         return anthropic_error(status, message)
