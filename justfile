@@ -14,10 +14,11 @@ run *args:
 test *args:
     {{venv}}/python -m pytest {{args}}
 
-# Lint and format check
+# Lint, format check and the strict type check of trio_bridge/ ([tool.mypy] in pyproject.toml)
 lint:
     {{venv}}/ruff check trio_bridge tests bench
     {{venv}}/ruff format --check trio_bridge tests bench
+    {{venv}}/mypy
 
 # Validate a config dir and show the snapshot it would build
 check-config dir="config":

@@ -12,7 +12,7 @@ import trio
 
 from tests.support import client, start_bridge, write_yaml
 from trio_bridge.metrics import REGISTRY
-from trio_bridge.providers.base import Usage
+from trio_bridge.providers.base import TokenUsage
 from trio_bridge.providers.openai import CHAT, OpenAIDialect
 from trio_bridge.providers.sse import EventSplitter, event_data, iter_events
 from trio_bridge.testing import FakeUpstream, RawStream
@@ -78,7 +78,7 @@ def test_multi_line_data_with_cr_and_a_bare_data_line() -> None:
 
 
 def test_usage_read_from_a_cr_framed_event() -> None:
-    usage = Usage()
+    usage = TokenUsage()
     event = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}\r\r'
     assert OpenAIDialect().usage_from_event(CHAT, event, usage) is True
     assert (usage.input, usage.output) == (7, 2)

@@ -11,7 +11,7 @@ from trio_bridge.http.auth import Unauthenticated, authenticate
 from trio_bridge.http.headers import client_response_headers, upstream_request_headers
 from trio_bridge.http.paths import is_safe_path, split_provider
 from trio_bridge.providers import dialect_for
-from trio_bridge.providers.base import BodyError, Usage, peek_body
+from trio_bridge.providers.base import BodyError, TokenUsage, peek_body
 from trio_bridge.providers.sse import EventSplitter, iter_events
 
 TOKEN = "tb-client-token-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -215,7 +215,7 @@ def test_openai_stream_forces_include_usage_and_remembers_the_client_did_not_ask
 def test_openai_usage_only_chunk_is_recognised() -> None:
     d = dialect_for("openai")
     route = d.match("POST", "/v1/chat/completions")
-    usage = Usage()
+    usage = TokenUsage()
     assert d.usage_from_event(
         route, b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}\n\n', usage
     )
@@ -228,7 +228,7 @@ def test_openai_usage_only_chunk_is_recognised() -> None:
 def test_anthropic_usage_folds_start_and_delta() -> None:
     d = dialect_for("anthropic")
     route = d.match("POST", "/v1/messages")
-    usage = Usage()
+    usage = TokenUsage()
     d.usage_from_event(
         route,
         b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":7,"output_tokens":1}}}\n\n',

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from trio_bridge.cli import main
-from trio_bridge.providers.base import Usage
+from trio_bridge.providers.base import TokenUsage
 from trio_bridge.recording.records import Interception
 from trio_bridge.recording.sinks import PostgresSink
 
@@ -22,7 +22,7 @@ def record(
     provider: str,
     model: str,
     age: float,
-    usage: Usage | None,
+    usage: TokenUsage | None,
     attempt: int = 1,
 ) -> Interception:
     started = time.time() - age
@@ -60,7 +60,7 @@ def recorded(pg_migrated_dsn: str) -> str:
                 provider="openai",
                 model="gpt-4.1",
                 age=60,
-                usage=Usage(10, 5, 2, 0),
+                usage=TokenUsage(10, 5, 2, 0),
             ),
             record(
                 "r2",
@@ -68,7 +68,7 @@ def recorded(pg_migrated_dsn: str) -> str:
                 provider="openai",
                 model="gpt-4.1",
                 age=2 * DAY,
-                usage=Usage(20, 6, 0, 0),
+                usage=TokenUsage(20, 6, 0, 0),
             ),
             record(
                 "r3",
@@ -84,7 +84,7 @@ def recorded(pg_migrated_dsn: str) -> str:
                 provider="anthropic",
                 model="claude-sonnet-4-5",
                 age=59,
-                usage=Usage(7, 3, 30, 40),
+                usage=TokenUsage(7, 3, 30, 40),
                 attempt=2,
             ),
             record(
@@ -93,7 +93,7 @@ def recorded(pg_migrated_dsn: str) -> str:
                 provider="openai",
                 model="gpt-4.1",
                 age=10 * DAY,
-                usage=Usage(1000, 1000, 1000, 1000),
+                usage=TokenUsage(1000, 1000, 1000, 1000),
             ),
         ]
     )

@@ -14,6 +14,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -122,7 +123,7 @@ class DumpCapture:
         self.response_body += chunk[:room]
         self.truncated = self.truncated or len(chunk) > room
 
-    def document(self) -> dict:
+    def document(self) -> dict[str, Any]:
         return {
             "request_id": self.request_id,
             "provider": self.provider,

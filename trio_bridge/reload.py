@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -64,8 +64,9 @@ class Reloader:
             self._loaded[database.name] = _Loaded()
         self._version = 0
         self.current: Snapshot | None = None
-        self.on_swap: list = []  # callables(snapshot) run after each swap
-        self.on_reload: list = []  # callables(reason, ok) run after each reload, swap or not
+        self.on_swap: list[Callable[[Snapshot], object]] = []  # run after each swap
+        # run after each reload, swap or not, with (reason, ok)
+        self.on_reload: list[Callable[[str, bool], object]] = []
         self.builds = 0  # snapshots built by reloads (not counting start-up)
         self.load_timeout = LOAD_TIMEOUT
 
@@ -110,7 +111,7 @@ class Reloader:
             SourceStatus(name, s.loaded_at, s.error, live.get(name))
             for name, s in self._loaded.items()
         )
-        db = self._loaded.get(self.database.name).contents if self.database else None
+        db = self._loaded[self.database.name].contents if self.database else None
         inputs = merge(db, self._loaded[self.files.name].contents, sources)
         snapshot, clients = build_snapshot(
             inputs,

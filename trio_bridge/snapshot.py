@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import msgspec
 
@@ -24,6 +25,9 @@ from .upstream import UpstreamClient, UpstreamClients, UpstreamConfigError, Upst
 
 NOT_SUPPORTED = "not supported in this version"
 
+ProviderStatus = Literal["ok", "error", "disabled"]
+"""A provider's state, as ``/-/snapshot`` and the ``provider_info`` gauge show it."""
+
 
 @dataclass(frozen=True, eq=False)
 class Provider:
@@ -34,7 +38,7 @@ class Provider:
     base_url: str | None
     source: str
     enabled: bool
-    status: str
+    status: ProviderStatus
     error: str | None = None
     dialect: Dialect | None = None
     pool: KeyPool | None = None
@@ -49,6 +53,16 @@ class Provider:
     @property
     def has_keys(self) -> bool:
         return self.pool is not None and bool(self.pool.keys)
+
+
+class _Common(TypedDict):
+    """The fields every built (or failed) provider of a valid spec shares."""
+
+    name: str
+    type: str
+    base_url: str
+    source: str
+    key_sources: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -227,7 +241,7 @@ def _build_provider(
     spec = item.spec
     if spec is None or spec.is_switch_off:
         # A validation failure (no usable spec) or a switch-off with nothing to switch off.
-        status = "error" if item.invalid else "disabled"
+        status: ProviderStatus = "error" if item.invalid else "disabled"
         return Provider(
             name=name,
             type=None,
@@ -238,7 +252,7 @@ def _build_provider(
             error=item.invalid,
         )
     assert isinstance(spec.type, str) and isinstance(spec.base_url, str)
-    common = dict(
+    common = _Common(
         name=name,
         type=spec.type,
         base_url=spec.base_url,
@@ -325,7 +339,7 @@ def _build_provider(
 
 def _build_bedrock(
     spec: ProviderSpec,
-    common: dict,
+    common: _Common,
     bridge: BridgeSettings,
     secrets_dir: Path | None,
     environ: Mapping[str, str],

@@ -35,7 +35,7 @@ class Command(Protocol):
 
 def add_all(subparsers: Subparsers) -> None:
     for name in COMMANDS:
-        module: Command = importlib.import_module(f"{__name__}.{name}")  # type: ignore[assignment]
+        module: Command = importlib.import_module(f"{__name__}.{name}")
         module.add_parser(subparsers)
 
 

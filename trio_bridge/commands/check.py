@@ -7,10 +7,11 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..merge import merge
 from ..proxymode.view import proxy_mode_document
-from ..snapshot import Resilience, SourceStatus, build_snapshot
+from ..snapshot import Provider, Resilience, SourceStatus, build_snapshot
 from ..sources.base import SourceError
 from ..sources.files import FileSource
 from ..upstream import UpstreamClients
@@ -122,7 +123,7 @@ def _proxy_lines(proxy: dict) -> str:
     return "\n".join(lines)
 
 
-def _bedrock(p) -> dict:
+def _bedrock(p: Provider) -> dict[str, Any]:
     """A Bedrock provider's region, models and credential source (never a secret)."""
     info = getattr(p.dialect, "bedrock_info", None)
     return {"bedrock": info.as_dict()} if info is not None else {}

@@ -22,7 +22,7 @@ import argparse
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from ..config.durations import format_duration, parse_duration
 from ..errors import TrioBridgeError
@@ -31,7 +31,8 @@ PREFIX = "TRIO_BRIDGE_"
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
 
-Subparsers = argparse._SubParsersAction  # the object ``add_subparsers`` returns
+# The object ``add_subparsers`` returns.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class UsageError(TrioBridgeError):
@@ -160,7 +161,7 @@ def _convert(action: argparse.Action, raw: str, name: str) -> Any:
 
 def _default(action: argparse.Action) -> Any:
     default = getattr(action, _DEFAULT)
-    if isinstance(default, str) and action.type is not None and action.nargs != 0:
+    if isinstance(default, str) and callable(action.type) and action.nargs != 0:
         return action.type(default)  # as argparse does for string defaults
     if isinstance(default, list):
         return list(default)

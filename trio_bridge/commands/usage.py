@@ -11,10 +11,12 @@ import argparse
 import json
 import re
 import sys
+from typing import Any
 
 from ..store.connect import connect
 from ..store.errors import StoreError, database_errors
 from ..store.usage import GROUPS, TOKENS, usage_summary
+from .options import Subparsers
 from .store import CliError, database_options, database_url
 
 DEFAULT_BY = ("client", "provider", "model", "day")
@@ -40,7 +42,7 @@ def parse_by(text: str) -> list[str]:
     return keys
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     """Register ``usage``; ``TRIO_BRIDGE_*`` variables come from the CLI's option layer."""
     parser = subparsers.add_parser(
         "usage",
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def render_table(rows: list[dict], columns: list[str]) -> str:
+def render_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """Aligned columns; numbers right-aligned; a missing key shows as ``-``."""
     cells = [[("-" if row[c] is None else str(row[c])) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]

@@ -6,6 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 import yaml
@@ -43,6 +44,7 @@ def config_files(config_dir: Path) -> list[Path]:
     )
 
 
+_T = TypeVar("_T")
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`")
 
 
@@ -120,7 +122,9 @@ def load_config_dir(config_dir: Path) -> LoadedConfig:
     )
 
 
-def _collect(file: str, section: str, key: str, items: list, into: list, origins: dict) -> None:
+def _collect(
+    file: str, section: str, key: str, items: list[_T], into: list[_T], origins: dict[str, str]
+) -> None:
     """Append one file's entries, refusing a name (or id) another file already defined."""
     for i, item in enumerate(items):
         name = getattr(item, key)

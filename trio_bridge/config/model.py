@@ -7,7 +7,7 @@ path and what was expected, never the rejected value.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -24,11 +24,12 @@ BaseUrl = Annotated[str, Meta(pattern=BASE_URL_PATTERN, max_length=2048)]
 PositiveInt = Annotated[int, Meta(ge=1)]
 
 
+# Subclasses inherit these options; each repeats ``frozen=True`` only so type checkers know.
 class _Strict(Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
     pass
 
 
-class KeyRef(_Strict):
+class KeyRef(_Strict, frozen=True):
     """Where an upstream secret comes from: exactly one of env, file, value."""
 
     env: Annotated[str, Meta(min_length=1)] | None = None
@@ -57,7 +58,7 @@ class KeyRef(_Strict):
         return "value"
 
 
-class BedrockSettings(_Strict):
+class BedrockSettings(_Strict, frozen=True):
     region: Annotated[str, Meta(pattern=r"^[a-z0-9-]+$")]
     model: str
     small_fast_model: str | None = None
@@ -66,14 +67,14 @@ class BedrockSettings(_Strict):
     session_token: KeyRef | None = None
 
 
-class FallbackTarget(_Strict):
+class FallbackTarget(_Strict, frozen=True):
     """One place a request may go when its provider gives up; ``model`` rewrites the body's."""
 
     provider: ProviderName
     model: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
 
 
-class FallbackEntry(_Strict):
+class FallbackEntry(_Strict, frozen=True):
     """A fallback rule: ``to`` targets, tried in order, for requests whose model matches one of
     the ``models`` globs (omitted: every model). ``context_length``: also on a context-length
     error."""
@@ -83,7 +84,7 @@ class FallbackEntry(_Strict):
     context_length: bool = False
 
 
-class ProviderSpec(_Strict):
+class ProviderSpec(_Strict, frozen=True):
     """One provider as configured, from either source.
 
     A switch-off entry has only ``name`` and ``enabled: false``; every other entry needs
@@ -128,7 +129,7 @@ class ProviderSpec(_Strict):
         return self.type is UNSET or self.base_url is UNSET
 
 
-class ClientSpec(_Strict):
+class ClientSpec(_Strict, frozen=True):
     """A client allowed to call the bridge; only the sha256 of its token is kept."""
 
     id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._@:-]{1,128}$")]
@@ -136,7 +137,7 @@ class ClientSpec(_Strict):
     metadata: dict[str, str] = {}
 
 
-class CircuitBreakerSettings(_Strict):
+class CircuitBreakerSettings(_Strict, frozen=True):
     enabled: bool = False
     failure_threshold: PositiveInt = 5
     interval: Duration = Duration(10)
@@ -144,7 +145,7 @@ class CircuitBreakerSettings(_Strict):
     max_requests: PositiveInt = 3
 
 
-class RetrySettings(_Strict):
+class RetrySettings(_Strict, frozen=True):
     """Same-upstream retries (contract section 7): attempts per request and upstream, key
     failovers included; full-jitter exponential backoff from ``backoff`` capped at
     ``max_backoff``."""
@@ -154,7 +155,7 @@ class RetrySettings(_Strict):
     max_backoff: Duration = Duration(2)
 
 
-class ReloadSettings(_Strict):
+class ReloadSettings(_Strict, frozen=True):
     debounce: Duration = Duration(0.25)
     resync_every: Duration = Duration(300)
 
@@ -162,7 +163,7 @@ class ReloadSettings(_Strict):
 HostPort = Annotated[str, Meta(pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")]
 
 
-class ProxyModeSettings(_Strict):
+class ProxyModeSettings(_Strict, frozen=True):
     """Interception proxy mode (contract section 11): the CA leaves are minted from."""
 
     ca_cert: KeyRef
@@ -170,7 +171,7 @@ class ProxyModeSettings(_Strict):
     passthrough_hosts: list[HostPort] = []
 
 
-class RecordingSettings(_Strict):
+class RecordingSettings(_Strict, frozen=True):
     """``bridge.recording``: usage records (contract section 8)."""
 
     enabled: bool = True
@@ -181,7 +182,7 @@ class RecordingSettings(_Strict):
     file: Annotated[str, Meta(min_length=1)] | None = None
 
 
-class BridgeSettings(_Strict):
+class BridgeSettings(_Strict, frozen=True):
     auth: Literal["tokens", "none"] = "tokens"
     allow_byok: bool = True
     send_actor_headers: bool = False
@@ -200,12 +201,15 @@ class BridgeSettings(_Strict):
     recording: RecordingSettings = RecordingSettings()
 
 
-class ConfigFile(_Strict):
+class ConfigFile(_Strict, frozen=True):
     """One YAML file of the config dir."""
 
     bridge: BridgeSettings | None = None
     providers: list[ProviderSpec] = []
     clients: list[ClientSpec] = []
+
+
+_T = TypeVar("_T")
 
 
 def _dec_hook(type_: type, obj: Any) -> Any:
@@ -216,6 +220,6 @@ def _dec_hook(type_: type, obj: Any) -> Any:
     raise NotImplementedError
 
 
-def convert(obj: Any, type_: type) -> Any:
+def convert(obj: Any, type_: type[_T]) -> _T:
     """msgspec.convert with this schema's custom types (durations)."""
     return msgspec.convert(obj, type_, dec_hook=_dec_hook)

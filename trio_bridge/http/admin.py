@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgspec
 import trio
@@ -19,7 +20,7 @@ from .headers import first
 from .health import HEALTH_PATHS, health_answer
 
 
-def snapshot_document(snapshot: Snapshot, now: float) -> dict:
+def snapshot_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
     """The JSON of ``/-/snapshot``: never a secret (key hints are masked, URLs lose userinfo).
 
     ``cooling_until`` is given in wall-clock seconds (converted from trio's clock)."""
@@ -68,9 +69,13 @@ def snapshot_document(snapshot: Snapshot, now: float) -> dict:
     return doc
 
 
-def _source_document(source: SourceStatus) -> dict:
+def _source_document(source: SourceStatus) -> dict[str, Any]:
     """One ``sources[]`` entry; ``connection`` only for sources with a live connection."""
-    doc: dict = {"name": source.name, "loaded_at": source.loaded_at, "error": source.error}
+    doc: dict[str, Any] = {
+        "name": source.name,
+        "loaded_at": source.loaded_at,
+        "error": source.error,
+    }
     if source.connection is not None:
         doc["connection"] = {
             "state": source.connection.state,
@@ -127,7 +132,7 @@ class AdminApp:
             send, 404, b'{"error":{"message":"not found","type":"not_found_error"}}'
         )
 
-    def _authorized(self, headers) -> bool:
+    def _authorized(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
         value = first(headers, b"authorization") or b""
         scheme, _, token = value.partition(b" ")
         assert self._token is not None

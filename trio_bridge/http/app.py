@@ -10,13 +10,14 @@ import trio
 
 from .. import metrics
 from ..dumps import DumpCapture
-from ..providers.base import BodyError, peek_body
+from ..providers.base import BodyError, Dialect, peek_body
 from ..recording.tap import new_tap
+from ..snapshot import Snapshot
 from ..state import BridgeState
 from .access import RequestLog, request_id_from
 from .asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, lifespan, read_body, send_response
 from .auth import Caller, Unauthenticated, authenticate
-from .errors import send_error, send_unavailable
+from .errors import Unavailable, send_error, send_unavailable
 from .headers import first
 from .health import HEALTH_PATHS, health_answer
 from .paths import is_safe_path, is_safe_query, split_provider
@@ -61,13 +62,23 @@ class BridgeApp:
             log_entry.emit()
 
     async def _bridge(
-        self, scope, receive, send, snapshot, headers, path, entry: RequestLog
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        snapshot: Snapshot,
+        headers: list[tuple[bytes, bytes]],
+        path: str,
+        entry: RequestLog,
     ) -> None:
         bridge = snapshot.bridge
         rid = entry.request_id
 
         async def fail(
-            status: int, message: str, dialect=None, retry_after: int | None = None
+            status: int,
+            message: str,
+            dialect: Dialect | None = None,
+            retry_after: int | None = None,
         ) -> None:
             entry.status = status
             entry.error = message
@@ -103,12 +114,13 @@ class BridgeApp:
             return await fail(404, not_found, dialect)
         entry.provider = provider.name
         if provider.status != "ok" or route is None:
-            reason = "disabled" if provider.status == "disabled" else "misconfigured"
+            reason: Unavailable = "disabled" if provider.status == "disabled" else "misconfigured"
             entry.status, entry.error = 503, f'provider "{provider.name}" is {reason}'
             return await send_unavailable(
                 send, provider.name, reason, dialect=dialect, request_id=rid
             )
         entry.route = route.template
+        assert dialect is not None  # a route comes from the provider's dialect
 
         try:
             body = await read_body(receive, bridge.max_body_bytes)
@@ -182,13 +194,14 @@ class BridgeApp:
             _observe(exchange)
             if exchange.tap is not None:  # recording hook: the final record, spans end
                 exchange.tap.finish()
-            if exchange.dump is not None and self.state.dumps is not None:
+            dumps, dump_dir = self.state.dumps, bridge.api_dump_dir
+            if exchange.dump is not None and dumps is not None and dump_dir:
                 exchange.dump.status = entry.status or CLIENT_CLOSED
                 exchange.dump.error = entry.error
-                self.state.dumps.submit(bridge.api_dump_dir, exchange.dump)
+                dumps.submit(dump_dir, exchange.dump)
 
 
-def copilot_caller(caller: Caller, headers: list, auth: str) -> Caller:
+def copilot_caller(caller: Caller, headers: list[tuple[bytes, bytes]], auth: str) -> Caller:
     """Copilot takes only the caller's ``Authorization``: under ``auth: tokens`` when it is
     not the bridge token (BYOK as usual), under ``auth: none`` whenever it is present."""
     if auth == "none":

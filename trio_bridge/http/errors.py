@@ -12,6 +12,9 @@ from .asgi import Send, send_response
 # its own (its ``overloaded_error`` is 529, "try again soon"); a provider switched off is not
 # overloaded, so Anthropic clients get ``api_error``. OpenAI-shaped answers keep the generic
 # ``service_unavailable``.
+Unavailable = Literal["disabled", "misconfigured"]
+"""Why a provider answers 503 without going upstream."""
+
 UNAVAILABLE_KIND = {"anthropic": "api_error"}
 
 
@@ -36,9 +39,7 @@ async def send_error(
     await send_response(send, status, body, headers)
 
 
-def unavailable_body(
-    provider: str, reason: Literal["disabled", "misconfigured"], dialect: Dialect | None
-) -> bytes:
+def unavailable_body(provider: str, reason: Unavailable, dialect: Dialect | None) -> bytes:
     """The 503 body of a provider that cannot serve. One shape whatever the provider's
     source: a provider whose type is unknown (a database row that failed validation) gets
     the OpenAI shape with ``code``, exactly like an OpenAI provider from YAML."""
@@ -51,7 +52,7 @@ def unavailable_body(
 async def send_unavailable(
     send: Send,
     provider: str,
-    reason: Literal["disabled", "misconfigured"],
+    reason: Unavailable,
     *,
     dialect: Dialect | None,
     request_id: str,

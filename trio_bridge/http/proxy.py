@@ -23,9 +23,9 @@ import trio
 
 from .. import metrics
 from ..dumps import DumpCapture
-from ..providers.base import AttemptError, Dialect, Peek, Route, UpstreamAttempt, Usage
+from ..providers.base import AttemptError, Dialect, Peek, Route, TokenUsage, UpstreamAttempt
 from ..providers.sse import EventSplitter, iter_events
-from ..resilience.breaker import CircuitBreaker
+from ..resilience.breaker import Admission, CircuitBreaker
 from ..resilience.fallbacks import ChainEntry, match_entry, plan, rewrite_model
 from ..resilience.keypool import PoolKey, cooldown_from_headers
 from ..resilience.outcome import (
@@ -48,6 +48,7 @@ from ..upstream import (
     ReadError,
     RemoteProtocolError,
     Response,
+    UpstreamClient,
     UpstreamError,
     UpstreamTimeout,
     WriteError,
@@ -97,7 +98,7 @@ class Exchange:
     response_started: bool = False
     finished: bool = False
     sse: bool = False
-    usage: Usage = field(default_factory=Usage)
+    usage: TokenUsage = field(default_factory=TokenUsage)
     upstream_wait: float = 0.0
     dump: DumpCapture | None = None
     # The target that answered: usage and tokens_total are attributed to it.
@@ -370,7 +371,7 @@ def _upstream_request(
 async def _attempt(
     ex: Exchange,
     target: Target,
-    upstream,
+    upstream: UpstreamClient,
     key: PoolKey | None,
     attempt: Attempt,
     context_length: bool,
@@ -524,7 +525,7 @@ class _Body:
 
 
 def _is_sse(response: Response) -> bool:
-    return response.headers.get("content-type", "").startswith("text/event-stream")
+    return (response.headers.get("content-type") or "").startswith("text/event-stream")
 
 
 async def _hold_first_token(
@@ -600,7 +601,9 @@ def _mark_key(ex: Exchange, target: Target, key: PoolKey, outcome: Outcome, now:
         metrics.key_pool_transitions.labels(target.provider.name, reason).inc()
 
 
-def _report_breaker(ex: Exchange, target: Target, breaker, admission, failure: bool) -> None:
+def _report_breaker(
+    ex: Exchange, target: Target, breaker: CircuitBreaker, admission: Admission, failure: bool
+) -> None:
     now = trio.current_time()
     if failure:
         if breaker.record_failure(admission, now).tripped:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
-from .base import Dialect, Route, RouteTable, Usage, encode, error_kind
+from .base import Dialect, Route, RouteTable, TokenUsage, encode, error_kind
 from .records_anthropic import fold_usage
 from .sse import event_data
 
@@ -14,13 +16,13 @@ _KINDS = {502: "api_error", 503: "overloaded_error", 504: "api_error", 413: "req
 
 
 class _Message(msgspec.Struct):
-    usage: dict | None = None
+    usage: dict[str, Any] | None = None
 
 
 class _Event(msgspec.Struct):
     type: str | None = None
     message: _Message | None = None
-    usage: dict | None = None
+    usage: dict[str, Any] | None = None
 
 
 class _Block(msgspec.Struct):
@@ -79,7 +81,7 @@ class AnthropicDialect(Dialect):
         payload = {"type": "error", "error": {"type": "api_error", "message": message}}
         return b"event: error\ndata: " + encode(payload) + b"\n\n"
 
-    def usage_from_body(self, route: Route, body: bytes) -> Usage | None:
+    def usage_from_body(self, route: Route, body: bytes) -> TokenUsage | None:
         if route.endpoint != "messages":
             return None
         try:
@@ -88,7 +90,7 @@ class AnthropicDialect(Dialect):
             return None
         if msg.usage is None:
             return None
-        usage = Usage()
+        usage = TokenUsage()
         _fold(usage, msg.usage)
         return usage
 
@@ -121,7 +123,7 @@ class AnthropicDialect(Dialect):
             and "prompt is too long" in (error.message or "").lower()
         )
 
-    def usage_from_event(self, route: Route, event: bytes, usage: Usage) -> bool:
+    def usage_from_event(self, route: Route, event: bytes, usage: TokenUsage) -> bool:
         data = event_data(event)
         if b'"usage"' not in data:
             return False

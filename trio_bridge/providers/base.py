@@ -21,7 +21,7 @@ class Route:
 
 
 @dataclass(slots=True)
-class Usage:
+class TokenUsage:
     """Token counts read from an upstream answer (None: not reported).
 
     ``input`` excludes cached tokens in every dialect; ``extra`` keeps the provider's other
@@ -51,7 +51,7 @@ class Peek(msgspec.Struct):
 
     model: str | None = None
     stream: bool | None = None
-    stream_options: dict | None = None
+    stream_options: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -150,7 +150,7 @@ class Dialect:
         """The body to send upstream, and whether the client asked for usage chunks."""
         return body, True
 
-    def usage_from_body(self, route: Route, body: bytes) -> Usage | None:
+    def usage_from_body(self, route: Route, body: bytes) -> TokenUsage | None:
         return None
 
     # --- per-attempt hooks (no-ops here; Bedrock rewrites, signs and translates) ---------
@@ -165,7 +165,7 @@ class Dialect:
         bytes), applied before key marking, breaker verdict and relay."""
         return response
 
-    def usage_from_event(self, route: Route, event: bytes, usage: Usage) -> bool:
+    def usage_from_event(self, route: Route, event: bytes, usage: TokenUsage) -> bool:
         """Fold one SSE event into ``usage``; True when the event is a usage-only chunk
         the client did not ask for and must not be relayed (OpenAI chat only)."""
         return False

@@ -263,8 +263,10 @@ class EventStreamToSSE:
         out: list[bytes] = []
         try:
             for message in self._buffer:
-                self._pending -= message.prelude.total_length
-                event = self._translate(message.headers, message.payload)
+                # botocore-stubs annotate prelude and headers as int: they are a
+                # MessagePrelude and a dict.
+                self._pending -= message.prelude.total_length  # type: ignore[attr-defined]
+                event = self._translate(message.headers, message.payload)  # type: ignore[arg-type]
                 if event is not None:
                     out.append(event)
                 if self.failure is not None:

@@ -10,7 +10,7 @@ of the openai family). Editor headers (``Editor-Version``, ``Editor-Plugin-Versi
 from __future__ import annotations
 
 from .anthropic import MESSAGES, AnthropicDialect
-from .base import Dialect, Peek, Route, RouteTable, Usage
+from .base import Dialect, Peek, Route, RouteTable, TokenUsage
 from .openai import OpenAIDialect
 
 CHAT = Route("chat_completions", "/chat/completions", True)
@@ -50,8 +50,8 @@ class CopilotDialect(Dialect):
     def prepare_body(self, route: Route, body: bytes, peek: Peek) -> tuple[bytes, bool]:
         return self._for(route).prepare_body(route, body, peek)
 
-    def usage_from_body(self, route: Route, body: bytes) -> Usage | None:
+    def usage_from_body(self, route: Route, body: bytes) -> TokenUsage | None:
         return self._for(route).usage_from_body(route, body)
 
-    def usage_from_event(self, route: Route, event: bytes, usage: Usage) -> bool:
+    def usage_from_event(self, route: Route, event: bytes, usage: TokenUsage) -> bool:
         return self._for(route).usage_from_event(route, event, usage)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from .base import (
@@ -9,7 +11,7 @@ from .base import (
     Peek,
     Route,
     RouteTable,
-    Usage,
+    TokenUsage,
     encode,
     error_kind,
     last_sequence_number,
@@ -22,12 +24,12 @@ RESPONSES = Route("responses", "/v1/responses", True)
 
 
 class _ChatChunk(msgspec.Struct):
-    choices: list | None = None
-    usage: dict | None = None
+    choices: list[Any] | None = None
+    usage: dict[str, Any] | None = None
 
 
 class _Response(msgspec.Struct):
-    usage: dict | None = None
+    usage: dict[str, Any] | None = None
 
 
 class _RespEvent(msgspec.Struct):
@@ -36,13 +38,13 @@ class _RespEvent(msgspec.Struct):
 
 
 class _Choice(msgspec.Struct):
-    delta: dict | None = None
+    delta: dict[str, Any] | None = None
     finish_reason: str | None = None
 
 
 class _ChatPeek(msgspec.Struct):
     choices: list[_Choice] | None = None
-    error: dict | None = None
+    error: dict[str, Any] | None = None
 
 
 class _Error(msgspec.Struct):
@@ -152,7 +154,7 @@ class OpenAIDialect(Dialect):
         fields["stream_options"] = msgspec.Raw(encode(merged))
         return encode(fields), False
 
-    def usage_from_body(self, route: Route, body: bytes) -> Usage | None:
+    def usage_from_body(self, route: Route, body: bytes) -> TokenUsage | None:
         try:
             if route.endpoint == "chat_completions":
                 chunk = _chat_decoder.decode(body)
@@ -164,7 +166,7 @@ class OpenAIDialect(Dialect):
             return None
         return None
 
-    def usage_from_event(self, route: Route, event: bytes, usage: Usage) -> bool:
+    def usage_from_event(self, route: Route, event: bytes, usage: TokenUsage) -> bool:
         data = event_data(event)
         if b'"usage"' not in data:
             return False
@@ -220,7 +222,7 @@ class OpenAIDialect(Dialect):
         return error is not None and error.code == "context_length_exceeded"
 
 
-def _merge(into: Usage, new: Usage) -> None:
+def _merge(into: TokenUsage, new: TokenUsage) -> None:
     for field in ("input", "output", "cache_read", "cache_write", "extra"):
         value = getattr(new, field)
         if value is not None:

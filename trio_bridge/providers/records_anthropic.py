@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from .base import Usage
+from .base import TokenUsage
 from .records import Tap, ToolUse, _Call, last_user_text, parse_args
 
 _COLUMNS = {
@@ -21,7 +21,7 @@ _COLUMNS = {
 }
 
 
-def fold_usage(into: Usage, u: dict[str, Any]) -> None:
+def fold_usage(into: TokenUsage, u: dict[str, Any]) -> None:
     """Fold one ``usage`` object (``message_start``'s, then ``message_delta``'s) into
     ``into``: later counts replace earlier ones; other fields go to ``extra``."""
     extra: dict[str, Any] | None = None
@@ -41,8 +41,8 @@ def fold_usage(into: Usage, u: dict[str, Any]) -> None:
         into.cache_write = into.cache_write or 0
 
 
-def messages_usage(u: dict[str, Any]) -> Usage:
-    usage = Usage()
+def messages_usage(u: dict[str, Any]) -> TokenUsage:
+    usage = TokenUsage()
     fold_usage(usage, u)
     return usage
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from .base import Usage
+from .base import TokenUsage
 from .records import Tap, ToolUse, _Call, content_text, last_user_text, parse_args
 
 
@@ -20,7 +20,7 @@ def _int(value: Any) -> int | None:
 
 def _usage(
     u: dict[str, Any], input_key: str, output_key: str, details_key: str, out_details: str
-) -> Usage:
+) -> TokenUsage:
     total_in = _int(u.get(input_key))
     details = u.get(details_key)
     cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
@@ -33,7 +33,7 @@ def _usage(
     reasoning = _int(out.get("reasoning_tokens")) if isinstance(out, dict) else None
     if reasoning is not None:
         extra["reasoning_tokens"] = reasoning
-    return Usage(
+    return TokenUsage(
         input=None if total_in is None else max(0, total_in - (cached or 0)),
         output=_int(u.get(output_key)),
         cache_read=cached or 0,
@@ -42,7 +42,7 @@ def _usage(
     )
 
 
-def chat_usage(u: dict[str, Any]) -> Usage:
+def chat_usage(u: dict[str, Any]) -> TokenUsage:
     """A Chat Completions ``usage`` object as recorded."""
     return _usage(
         u,
@@ -53,7 +53,7 @@ def chat_usage(u: dict[str, Any]) -> Usage:
     )
 
 
-def responses_usage(u: dict[str, Any]) -> Usage:
+def responses_usage(u: dict[str, Any]) -> TokenUsage:
     """A Responses ``usage`` object as recorded."""
     return _usage(
         u, "input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..providers.base import Usage
+from ..providers.base import TokenUsage
 from ..providers.records import ToolUse
 
 # (pattern on the User-Agent, client kind); first match wins.
@@ -96,7 +96,7 @@ class Interception:
     error: str | None
     user_agent: str | None
     client: str
-    usage: Usage | None = None
+    usage: TokenUsage | None = None
     prompt: str | None = None
     tools: list[ToolUse] = field(default_factory=list)
     id: uuid.UUID | None = None

@@ -6,9 +6,11 @@ drives them deterministically. The only wall-clock input is ``wall_now`` in
 """
 
 from .breaker import (
+    BREAKER_STATES,
     Admission,
     BreakerSet,
     BreakerSettings,
+    BreakerState,
     BreakerView,
     CircuitBreaker,
     ModelLabeler,
@@ -16,25 +18,31 @@ from .breaker import (
     is_breaker_failure,
 )
 from .keypool import (
+    KEY_STATUSES,
     Exhaustion,
     KeyPool,
     KeyState,
     KeyStateRegistry,
+    KeyStatus,
     KeyView,
     PoolKey,
     cooldown_from_headers,
 )
 
 __all__ = [
+    "BREAKER_STATES",
+    "KEY_STATUSES",
     "Admission",
     "BreakerSet",
     "BreakerSettings",
+    "BreakerState",
     "BreakerView",
     "CircuitBreaker",
     "Exhaustion",
     "KeyPool",
     "KeyState",
     "KeyStateRegistry",
+    "KeyStatus",
     "KeyView",
     "ModelLabeler",
     "PoolKey",

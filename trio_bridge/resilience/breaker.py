@@ -23,8 +23,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Final, Literal
 
 __all__ = [
+    "BREAKER_STATES",
     "CLOSED",
     "HALF_OPEN",
     "OPEN",
@@ -32,6 +34,7 @@ __all__ = [
     "Admission",
     "BreakerSet",
     "BreakerSettings",
+    "BreakerState",
     "BreakerView",
     "CircuitBreaker",
     "ModelLabeler",
@@ -39,9 +42,12 @@ __all__ = [
     "is_breaker_failure",
 ]
 
-CLOSED = "closed"
-OPEN = "open"
-HALF_OPEN = "half_open"
+BreakerState = Literal["closed", "half_open", "open"]
+"""A breaker's state, as ``/-/snapshot`` and the ``circuit_breaker_state`` gauge show it."""
+CLOSED: Final = "closed"
+OPEN: Final = "open"
+HALF_OPEN: Final = "half_open"
+BREAKER_STATES: Final[tuple[BreakerState, ...]] = (CLOSED, HALF_OPEN, OPEN)
 
 FAILURE_STATUSES = frozenset({500, 502, 503, 504, 529})
 
@@ -86,8 +92,8 @@ class Admission:
 class Transition:
     """What a reported result did. ``stale``: it belonged to an older generation, ignored."""
 
-    previous: str
-    current: str
+    previous: BreakerState
+    current: BreakerState
     stale: bool = False
 
     @property
@@ -110,7 +116,7 @@ class CircuitBreaker:
     def __init__(self, settings: BreakerSettings | None = None) -> None:
         self.settings = settings or BreakerSettings()
         self.trips = 0
-        self._state = CLOSED
+        self._state: BreakerState = CLOSED
         self._generation = 0
         # closed: end of the current count window (None: not started, or no windows);
         # open: when it turns half-open; half-open: unused.
@@ -140,7 +146,7 @@ class CircuitBreaker:
         ``trips``."""
         return self._state == CLOSED and self._failures == 0
 
-    def state(self, now: float) -> str:
+    def state(self, now: float) -> BreakerState:
         """``"closed"``, ``"open"`` or ``"half_open"`` at ``now``."""
         self._advance(now)
         return self._state
@@ -198,7 +204,7 @@ class CircuitBreaker:
         self.trips += 1
         self._enter(OPEN, now)
 
-    def _enter(self, state: str, now: float) -> None:
+    def _enter(self, state: BreakerState, now: float) -> None:
         self._state = state
         self._generation += 1
         self._admitted = self._successes = self._failures = 0
@@ -230,7 +236,7 @@ class CircuitBreaker:
 class BreakerView:
     endpoint: str
     model: str
-    state: str
+    state: BreakerState
     trips: int
 
 

@@ -20,9 +20,12 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import Final, Literal
 
 __all__ = [
     "AUTH_FAILED",
+    "KEY_STATUSES",
+    "KeyStatus",
     "AUTH_FAILED_COOLDOWN",
     "DEFAULT_COOLDOWN",
     "BACKOFF_MAX",
@@ -40,9 +43,12 @@ __all__ = [
     "cooldown_from_headers",
 ]
 
-VALID = "valid"
-RATE_LIMITED = "rate_limited"
-AUTH_FAILED = "auth_failed"
+KeyStatus = Literal["valid", "rate_limited", "auth_failed"]
+"""A key's state, as ``/-/snapshot`` and the ``key_pool_state`` gauge show it."""
+VALID: Final = "valid"
+RATE_LIMITED: Final = "rate_limited"
+AUTH_FAILED: Final = "auth_failed"
+KEY_STATUSES: Final[tuple[KeyStatus, ...]] = (VALID, RATE_LIMITED, AUTH_FAILED)
 
 DEFAULT_COOLDOWN = 60.0
 AUTH_FAILED_COOLDOWN = 60.0
@@ -85,9 +91,9 @@ class KeyState:
     """
 
     cooling_until: float = 0.0
-    reason: str | None = None
+    reason: KeyStatus | None = None
     models: dict[str, PairState] = field(default_factory=dict)
-    last_failure: str | None = None
+    last_failure: KeyStatus | None = None
 
     def until(self, model: str = "") -> float:
         """When the key becomes usable for ``model``."""
@@ -98,7 +104,7 @@ class KeyState:
         """Whether the key is unusable for ``model`` at ``now``."""
         return now < self.until(model)
 
-    def status(self, now: float, model: str | None = None) -> str:
+    def status(self, now: float, model: str | None = None) -> KeyStatus:
         """``"valid"``, ``"rate_limited"`` or ``"auth_failed"``.
 
         For a model: the reason of the cooldown in force that ends last. Without a model (the
@@ -128,7 +134,7 @@ class KeyState:
         """Model label -> cooldown end, for every pair cooling at ``now``."""
         return {m: p.cooling_until for m, p in self.models.items() if now < p.cooling_until}
 
-    def cool(self, now: float, cooldown: float, reason: str) -> bool:
+    def cool(self, now: float, cooldown: float, reason: KeyStatus) -> bool:
         """Cool the whole key for ``cooldown`` seconds from ``now`` unless a key-wide cooldown
         ending later is in force. Returns True when the key's visible status changed."""
         before = self.status(now)
@@ -197,9 +203,9 @@ class KeyView:
 
     index: int
     hint: str
-    state: str
+    state: KeyStatus
     cooling_until: float | None
-    reason: str | None
+    reason: KeyStatus | None
     models: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -291,9 +297,9 @@ class KeyPool:
             )
         return views
 
-    def counts(self, now: float) -> dict[str, int]:
+    def counts(self, now: float) -> dict[KeyStatus, int]:
         """How many keys are in each status; every status present (for a gauge)."""
-        counts = {VALID: 0, RATE_LIMITED: 0, AUTH_FAILED: 0}
+        counts = dict.fromkeys(KEY_STATUSES, 0)
         for key in self.keys:
             counts[key.state.status(now)] += 1
         return counts
@@ -337,11 +343,11 @@ def _clamp_cooldown(cooldown: float) -> float:
 
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
-Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+UpstreamHeaders = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
 def cooldown_from_headers(
-    headers: Headers, *, wall_now: float, default: float | None = DEFAULT_COOLDOWN
+    headers: UpstreamHeaders, *, wall_now: float, default: float | None = DEFAULT_COOLDOWN
 ) -> float | None:
     """Seconds to cool a key after a 429 (or to wait after a 503).
 
@@ -368,7 +374,7 @@ def cooldown_from_headers(
     return default
 
 
-def _header(headers: Headers, name: str) -> str | None:
+def _header(headers: UpstreamHeaders, name: str) -> str | None:
     items = headers.items() if isinstance(headers, Mapping) else headers
     for key, value in items:
         if isinstance(key, bytes):

@@ -289,7 +289,7 @@ class _Connection:
                 while event is h11.NEED_DATA:
                     data = await self.stream.receive_some(limits.receive_size)
                     fed += len(data)
-                    conn.receive_data(data)
+                    conn.receive_data(data)  # type: ignore[arg-type]  # h11 reads any bytes-like
                     event = conn.next_event()
             if timer.cancelled_caught:
                 log.debug("header timeout from %s", _peer(self.scope_base["client"]))
@@ -320,7 +320,7 @@ class _Connection:
                 group._idle.discard(idle)
         if idle.cancel_called:
             return False
-        self.conn.receive_data(data)
+        self.conn.receive_data(data)  # type: ignore[arg-type]  # h11 reads any bytes-like
         return bool(data)
 
     # --- body reading (called from the app's tasks through ``receive``) -------------------
@@ -339,7 +339,7 @@ class _Connection:
                         conn.send(h11.InformationalResponse(status_code=100, headers=[])),
                         exchange,
                     )
-                conn.receive_data(await self.stream.receive_some(self.limits.receive_size))
+                conn.receive_data(await self.stream.receive_some(self.limits.receive_size))  # type: ignore[arg-type]  # h11 reads any bytes-like
             elif type(event) is h11.Data:
                 chunks.append(event.data)
             elif type(event) is h11.EndOfMessage:
@@ -362,7 +362,7 @@ class _Connection:
                     if not data:
                         break
                     fed += len(data)
-                    self.conn.receive_data(data)
+                    self.conn.receive_data(data)  # type: ignore[arg-type]  # h11 reads any bytes-like
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             finally:
@@ -393,7 +393,7 @@ class _Connection:
                 while True:
                     event = conn.next_event()
                     if event is h11.NEED_DATA:
-                        conn.receive_data(await self.stream.receive_some(limits.receive_size))
+                        conn.receive_data(await self.stream.receive_some(limits.receive_size))  # type: ignore[arg-type]  # h11 reads any bytes-like
                     elif type(event) is h11.Data:
                         dropped += len(event.data)
                         if dropped > limits.early_drain_bytes:

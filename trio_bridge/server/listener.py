@@ -56,7 +56,7 @@ class TCPListener:
 
     def accept_queued(self) -> list[trio.SocketStream]:
         """Every connection already waiting in the kernel's queue, without blocking."""
-        streams = []
+        streams: list[trio.SocketStream] = []
         while True:
             try:
                 sock, _ = self._sock.accept()

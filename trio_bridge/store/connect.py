@@ -39,6 +39,8 @@ def connect(
             params.setdefault(key, value)
         params.setdefault("connect_timeout", str(max(2, math.ceil(connect_timeout))))
         params["application_name"] = application_name
-        return psycopg.Connection.connect(autocommit=autocommit, **params)
+        return psycopg.Connection.connect(
+            psycopg.conninfo.make_conninfo("", **params), autocommit=autocommit
+        )
     except (psycopg.Error, OSError, ValueError) as exc:
         raise StoreError(f"cannot connect to the database: {describe(exc, dsn)}") from None

@@ -255,24 +255,21 @@ def update_provider(
             else:
                 new_settings = cur_settings
             keys = _key_values(conn, id_)
-            new = {
-                "name": new_name,
-                "type": type or cur_type,
-                "base_url": base_url or cur_base_url,
-                "enabled": cur_enabled if enabled is None else enabled,
-            }
-            _validate(**new, settings=new_settings, keys=keys)
+            new_type: str = type or cur_type
+            new_base_url: str = base_url or cur_base_url
+            new_enabled: bool = cur_enabled if enabled is None else enabled
+            _validate(
+                name=new_name,
+                type=new_type,
+                base_url=new_base_url,
+                enabled=new_enabled,
+                settings=new_settings,
+                keys=keys,
+            )
             conn.execute(
                 "UPDATE ai_providers SET name = %s, type = %s, base_url = %s, enabled = %s,"
                 " settings = %s WHERE id = %s",
-                (
-                    new["name"],
-                    new["type"],
-                    new["base_url"],
-                    new["enabled"],
-                    Jsonb(new_settings),
-                    id_,
-                ),
+                (new_name, new_type, new_base_url, new_enabled, Jsonb(new_settings), id_),
             )
     except psycopg.errors.UniqueViolation:
         raise CrudError(f'provider "{new_name}" already exists') from None

@@ -40,6 +40,7 @@ import trio.testing
 import yaml
 
 from ..daemon import Addresses, Daemon, ServeOptions, StartupError
+from ..snapshot import Snapshot
 
 __all__ = ["BridgeConfigError", "BridgeHandle", "open_bridge"]
 
@@ -149,10 +150,11 @@ class BridgeHandle:
         """One provider's entry of :attr:`snapshot` (``status``, ``error``, ``keys``, ...)."""
         for entry in self.snapshot["providers"]:
             if entry["name"] == name:
-                return entry
+                found: dict[str, Any] = entry
+                return found
         raise KeyError(f"no provider {name!r} in the current snapshot")
 
-    def _current(self):
+    def _current(self) -> Snapshot:
         state = self.daemon.state
         if state is None:  # pragma: no cover - the handle exists only after start-up
             raise RuntimeError("the bridge is not running")

@@ -11,6 +11,7 @@ headers it received are recorded like every other header::
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from .behaviours import Answer, CutStream, RecordedRequest
 from .fake_upstream import _MESSAGES, FakeUpstream
@@ -23,7 +24,7 @@ class FakeCopilot(FakeUpstream):
     """FakeUpstream with Copilot's path layout; ``tokens`` are the Copilot tokens accepted
     (None: any token is accepted, but one is still required)."""
 
-    def __init__(self, tokens: Collection[str] | None = None, **kwargs) -> None:
+    def __init__(self, tokens: Collection[str] | None = None, **kwargs: Any) -> None:
         super().__init__(dialect="copilot", **kwargs)
         self.tokens = None if tokens is None else set(tokens)
 

@@ -45,7 +45,7 @@ from .behaviours import (
     Unauthorized,
 )
 from .http11 import Request, Responder, open_listeners, serve_listeners
-from .wire import Dialect
+from .wire import DialectName
 
 __all__ = ["FakeUpstream", "main"]
 
@@ -93,7 +93,7 @@ _REFUSAL_TEXT = {
 }
 
 
-def refusal_body(dialect: Dialect, kind: str) -> dict[str, Any]:
+def refusal_body(dialect: DialectName, kind: str) -> dict[str, Any]:
     """A 400 body refusing the request: ``kind`` is ``context_length``, ``content_policy``
     or ``prefill``, worded as each API words it."""
     openai_text, anthropic_text, code = _REFUSAL_TEXT[kind]
@@ -155,7 +155,7 @@ class FakeUpstream:
 
     def __init__(
         self,
-        dialect: Dialect = "openai",
+        dialect: DialectName = "openai",
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -163,7 +163,7 @@ class FakeUpstream:
     ) -> None:
         if dialect not in wire.DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}; expected one of {wire.DIALECTS}")
-        self.dialect: Dialect = dialect
+        self.dialect: DialectName = dialect
         self.host = host
         self._wanted_port = port
         self._port: int | None = None
@@ -375,13 +375,13 @@ class FakeUpstream:
 
             await self._guarded(resp, later)
         elif isinstance(b, RawStream):
-            headers = {"content-type": "text/event-stream", **(b.headers or {})}
+            stream_headers = {"content-type": "text/event-stream", **(b.headers or {})}
             await self._stream(
                 resp,
                 list(b.events),
                 pace=self.default_pace if b.pace is None else b.pace,
                 status=b.status,
-                headers=list(headers.items()),
+                headers=list(stream_headers.items()),
             )
         else:
             raise TypeError(f"not a behaviour: {b!r}")
@@ -490,6 +490,7 @@ class FakeUpstream:
         *,
         lenient: bool,
     ) -> None:
+        payload: dict[str, Any] | None
         if lenient:
             payload = rec.json if isinstance(rec.json, dict) else {}
         else:

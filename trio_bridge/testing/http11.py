@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import trio
 
-from ..server import AbortConnection, HTTPServer, Limits, TCPListener, open_tcp_listeners
+from ..http.asgi import Receive, Scope, Send
+from ..server import AbortConnection, App, HTTPServer, Limits, TCPListener, open_tcp_listeners
 from ..server import serve_connection as _serve_connection
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
     "serve_listeners",
 ]
 
-Headers = Sequence[tuple[str, str]]
+TextHeaders = Sequence[tuple[str, str]]
 # The fakes stand in for upstreams: idle connections stay open until the client closes them
 # (a clock jump in a test must not close a pooled connection under the bridge).
 _LIMITS = Limits(keepalive_timeout=math.inf)
@@ -52,7 +53,7 @@ class Request:
 Handler = Callable[[Request, "Responder"], Awaitable[None]]
 
 
-def _encode(headers: Headers) -> list[tuple[bytes, bytes]]:
+def _encode(headers: TextHeaders) -> list[tuple[bytes, bytes]]:
     return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
 
 
@@ -62,7 +63,7 @@ class Responder:
 
     __slots__ = ("_receive", "_send", "_watching", "started", "finished", "must_close")
 
-    def __init__(self, receive, send) -> None:
+    def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
         self._watching = False
@@ -71,7 +72,7 @@ class Responder:
         # Set when the connection cannot carry another request (abort, peer gone).
         self.must_close = False
 
-    async def respond(self, status: int, headers: Headers, body: bytes = b"") -> None:
+    async def respond(self, status: int, headers: TextHeaders, body: bytes = b"") -> None:
         """Send a whole response with a ``Content-Length``."""
         self._begin()
         head = _encode(headers)
@@ -80,7 +81,7 @@ class Responder:
         await self._send({"type": "http.response.start", "status": status, "headers": head})
         await self._send({"type": "http.response.body", "body": body})
 
-    async def start(self, status: int, headers: Headers) -> None:
+    async def start(self, status: int, headers: TextHeaders) -> None:
         """Send the head of a streamed (chunked) response."""
         self._begin()
         await self._send(
@@ -136,10 +137,10 @@ class Responder:
         self.started = True
 
 
-def handler_app(handler: Handler):
+def handler_app(handler: Handler) -> App:
     """The ASGI app that reads the body whole and calls ``handler``."""
 
-    async def app(scope, receive, send) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         chunks: list[bytes] = []
         while True:
             message = await receive()

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    import trio
+
     from .bridge import BridgeHandle
     from .fake_upstream import FakeUpstream
 
@@ -75,7 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 class _TrioFixtures:
     @pytest.fixture
-    async def fake_openai(self, nursery) -> FakeUpstream:
+    async def fake_openai(self, nursery: trio.Nursery) -> FakeUpstream:
         """A fake OpenAI upstream on an ephemeral loopback port, serving for the test."""
         from . import FakeUpstream
 
@@ -84,7 +86,7 @@ class _TrioFixtures:
         return fake
 
     @pytest.fixture
-    async def fake_anthropic(self, nursery) -> FakeUpstream:
+    async def fake_anthropic(self, nursery: trio.Nursery) -> FakeUpstream:
         """A fake Anthropic upstream on an ephemeral loopback port, serving for the test."""
         from . import FakeUpstream
 
@@ -93,12 +95,14 @@ class _TrioFixtures:
         return fake
 
     @pytest.fixture
-    def bridge_config(self, fake_openai, fake_anthropic) -> dict[str, Any]:
+    def bridge_config(
+        self, fake_openai: FakeUpstream, fake_anthropic: FakeUpstream
+    ) -> dict[str, Any]:
         """What ``bridge`` serves; override this fixture to serve something else."""
         return default_bridge_config(fake_openai.base_url, fake_anthropic.base_url)
 
     @pytest.fixture
-    async def bridge(self, bridge_config) -> AsyncIterator[BridgeHandle]:
+    async def bridge(self, bridge_config: dict[str, Any]) -> AsyncIterator[BridgeHandle]:
         """A whole bridge serving ``bridge_config`` for the test (an ``open_bridge`` handle)."""
         from .bridge import open_bridge
 

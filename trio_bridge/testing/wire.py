@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import msgspec
 
-Dialect = Literal["openai", "anthropic", "copilot"]
-DIALECTS: tuple[Dialect, ...] = ("openai", "anthropic", "copilot")
+DialectName = Literal["openai", "anthropic", "copilot"]
+DIALECTS: tuple[DialectName, ...] = ("openai", "anthropic", "copilot")
 
 _encoder = msgspec.json.Encoder()
 
@@ -103,7 +103,7 @@ class Completion:
         return "".join(self.pieces)
 
 
-def text_pieces(n: int, dialect: Dialect) -> tuple[str, ...]:
+def text_pieces(n: int, dialect: DialectName) -> tuple[str, ...]:
     """``n`` deterministic text deltas: "Hello", " from", " the", " fake", " <dialect>",
     " upstream." and round again. Six pieces make the blocking answer
     ``"Hello from the fake <dialect> upstream."``."""
@@ -147,7 +147,7 @@ def estimate_input_tokens(payload: Any) -> int:
 
 
 def make_completion(
-    dialect: Dialect,
+    dialect: DialectName,
     model: str,
     payload: Any,
     *,
@@ -242,6 +242,8 @@ def chat_completion_events(c: Completion, *, include_usage: bool) -> list[bytes]
         return sse_data(body)
 
     tc = c.tool_call
+    first: dict[str, object]
+    deltas: list[dict[str, object]]
     if tc is not None:
         first = {
             "role": "assistant",
@@ -448,7 +450,7 @@ def anthropic_events(c: Completion) -> list[bytes]:
     ``content_block_delta`` per piece (``text_delta`` or ``input_json_delta``),
     ``content_block_stop``, ``message_delta`` (stop_reason, output_tokens), ``message_stop``."""
     tc = c.tool_call
-    start = {
+    start: dict[str, object] = {
         "id": new_id("msg_"),
         "type": "message",
         "role": "assistant",
@@ -458,6 +460,7 @@ def anthropic_events(c: Completion) -> list[bytes]:
         "stop_sequence": None,
         "usage": _anthropic_usage(c.usage, output_tokens=1),
     }
+    block: dict[str, object]
     if tc is not None:
         block = {"type": "tool_use", "id": tc.id, "name": tc.name, "input": {}}
         deltas = [{"type": "input_json_delta", "partial_json": p} for p in c.pieces]
@@ -625,7 +628,7 @@ def anthropic_error(
     }
 
 
-def error_body(dialect: Dialect, status: int, message: str | None = None) -> dict[str, Any]:
+def error_body(dialect: DialectName, status: int, message: str | None = None) -> dict[str, Any]:
     """The error body ``dialect``'s API sends with ``status``."""
     if dialect == "anthropic":
         return anthropic_error(status, message)

@@ -75,7 +75,9 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-async def _tls(stream: trio.abc.Stream, context: ssl.SSLContext, origin: Origin) -> trio.SSLStream:
+async def _tls(
+    stream: trio.abc.Stream, context: ssl.SSLContext, origin: Origin
+) -> trio.SSLStream[trio.abc.Stream]:
     tls = trio.SSLStream(stream, context, server_hostname=origin.host, https_compatible=True)
     try:
         await tls.do_handshake()
@@ -104,7 +106,7 @@ async def _tunnel(stream: trio.abc.Stream, origin: Origin, proxy: Proxy) -> None
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(_RECEIVE))
+                conn.receive_data(await stream.receive_some(_RECEIVE))  # type: ignore[arg-type]  # h11 reads any bytes-like
                 continue
             if isinstance(event, h11.InformationalResponse):
                 continue

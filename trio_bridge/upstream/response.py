@@ -62,7 +62,7 @@ async def receive(conn: Connection, timeout: float) -> bytes:
     """One read from the connection within ``timeout`` (b"" at EOF)."""
     try:
         with trio.fail_after(timeout):
-            return await conn.stream.receive_some(RECEIVE_SIZE)
+            return await conn.stream.receive_some(RECEIVE_SIZE)  # type: ignore[return-value]  # trio's socket and TLS streams return bytes
     except trio.TooSlowError:
         raise ReadTimeout(f"no data from {conn.origin} for {timeout:g}s") from None
     except (trio.BrokenResourceError, OSError) as exc:
