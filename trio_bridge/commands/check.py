@@ -107,7 +107,7 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
     return 1 if failed or proxy_failed else 0
 
 
-def _proxy_lines(proxy: dict) -> str:
+def _proxy_lines(proxy: dict[str, Any]) -> str:
     """proxy_mode for the text report: the CA (subject, expiry) or its error, the host map."""
     if proxy["error"] is not None:
         head = f"proxy mode: error: {proxy['error']}"

@@ -58,7 +58,7 @@ def snapshot_document(snapshot: Snapshot, now: float) -> dict[str, Any]:
         bedrock = getattr(p.dialect, "bedrock_info", None)
         if bedrock is not None:  # region, models, credential source: never a secret
             providers[-1]["bedrock"] = bedrock.as_dict()
-    doc: dict = {
+    doc: dict[str, Any] = {
         "version": snapshot.version,
         "built_at": snapshot.built_at,
         "sources": [_source_document(s) for s in snapshot.sources],

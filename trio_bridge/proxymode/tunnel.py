@@ -265,7 +265,7 @@ async def _read_head(conn: h11.Connection, stream: trio.abc.Stream) -> h11.Reque
             data = await stream.receive_some(_RECEIVE)
             if not data:
                 return None
-            conn.receive_data(data)
+            conn.receive_data(bytes(data))
             continue
         if isinstance(event, h11.Request):
             return event
