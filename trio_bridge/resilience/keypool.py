@@ -263,8 +263,9 @@ class KeyPool:
 
         429 if any key is rate-limited for the model, with ``retry_after`` the smallest
         remaining rate-limit cooldown rounded up to whole seconds (at least 1); auth-failed
-        keys do not shorten it. If no rate-limit cooldown is still running but a key's last
-        failure was a 429 (a tiny cooldown that ended during the request), 429 with 1 s.
+        keys do not shorten it. If no rate-limit cooldown is still running but a key whose last
+        failure was a 429 is usable again (a tiny cooldown that ended during the request),
+        429 with 1 s.
         Otherwise (all keys auth-failed, or an empty pool) 502 ``auth_failed``.
         """
         remaining = [
@@ -275,7 +276,10 @@ class KeyPool:
         if remaining:
             retry_after = max(1, math.ceil(min(remaining) - _CEIL_SLACK))
             return Exhaustion(429, retry_after, RATE_LIMITED)
-        if any(key.state.last_failure == RATE_LIMITED for key in self.keys):
+        if any(
+            key.state.last_failure == RATE_LIMITED and not key.state.cooling(now, model)
+            for key in self.keys
+        ):
             return Exhaustion(429, 1, RATE_LIMITED)
         return Exhaustion(502, None, AUTH_FAILED)
 
