@@ -16,8 +16,8 @@ test *args:
 
 # Lint, format check and the strict type check of trio_bridge/ ([tool.mypy] in pyproject.toml)
 lint:
-    {{venv}}/ruff check trio_bridge tests bench
-    {{venv}}/ruff format --check trio_bridge tests bench
+    {{venv}}/ruff check trio_bridge tests bench examples
+    {{venv}}/ruff format --check trio_bridge tests bench examples
     {{venv}}/mypy
 
 # Validate a config dir and show the snapshot it would build

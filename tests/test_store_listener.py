@@ -42,7 +42,7 @@ def _listener_pids(dsn: str) -> list[int]:
     return [int(r[0]) for r in rows]  # type: ignore[call-overload]
 
 
-async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109 - bounds one phase inside
     """Poll the server (no event exists for backend exit) until ``predicate`` holds."""
     with trio.fail_after(timeout):
         while not await trio.to_thread.run_sync(predicate):

@@ -74,7 +74,7 @@ class Reloader:
     def debounce(self) -> float:
         return float(self.current.bridge.reload.debounce) if self.current else 0.25
 
-    async def load_source(self, source: Source, *, timeout: float | None = None) -> bool:
+    async def load_source(self, source: Source, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - bounds one phase inside
         """Load one source; on failure keep its last contents and record the error."""
         state = self._loaded[source.name]
         try:

@@ -75,7 +75,7 @@ _FAILURE_BODY_LIMIT = 1024 * 1024
 # Events held while waiting for the first token; past this the stream is released as is.
 _HOLD_LIMIT = 1024 * 1024
 
-_jitter = random.Random()
+_jitter = random.Random()  # noqa: S311 - retry jitter needs no cryptographic randomness
 
 
 @dataclass
@@ -480,7 +480,7 @@ def _transport_failure(outcome: Outcome, message: str | None) -> Failure:
     return Failure(_STATUS_OF.get(outcome.kind, 502), message or "upstream failed")
 
 
-async def _first_byte(ex: Exchange, sending: Awaitable[Response], timeout: float) -> Response:
+async def _first_byte(ex: Exchange, sending: Awaitable[Response], timeout: float) -> Response:  # noqa: ASYNC109 - bounds one phase inside
     """Await the response head within ``timeout``; every failure becomes a ``_NoHead``."""
     t0 = trio.current_time()
     try:

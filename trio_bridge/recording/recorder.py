@@ -170,7 +170,7 @@ class Recorder:
         while self.written < n:
             await self._progress.wait()
 
-    async def flush(self, timeout: float) -> None:
+    async def flush(self, timeout: float) -> None:  # noqa: ASYNC109 - bounds one phase inside
         """Write everything queued, without waiting for ``flush_every``, within ``timeout``
         seconds; what is still queued then is reported (and lost at exit)."""
         self._flushing = True

@@ -48,7 +48,7 @@ RATE_LIMITED = "rate_limited"
 SERVER_ERROR = "server_error"
 CONNECT_ERROR = "connect_error"
 TIMEOUT = "timeout"
-FIRST_TOKEN_TIMEOUT = "first_token_timeout"
+FIRST_TOKEN_TIMEOUT = "first_token_timeout"  # noqa: S105 - a name, not a secret
 BREAKER_OPEN = "breaker_open"
 CONTEXT_LENGTH = "context_length"
 
@@ -69,7 +69,7 @@ class Kind(enum.Enum):
     SERVER_ERROR = "server_error"  # 500, 502, 503, 504, 529
     CONNECT_ERROR = "connect_error"  # refused, or reset/closed before the head
     TIMEOUT = "timeout"  # no head within first_byte_timeout
-    FIRST_TOKEN_TIMEOUT = "first_token_timeout"  # head, but no content event in time
+    FIRST_TOKEN_TIMEOUT = "first_token_timeout"  # noqa: S105 - a name; head, no content event in time
     STREAM_ERROR = "stream_error"  # the held stream broke before its first content event
     POOL_FULL = "pool_full"  # the bridge's own connection pool: not the upstream's fault
     PROTOCOL_ERROR = "protocol_error"  # anything else the transport raised

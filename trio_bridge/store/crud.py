@@ -25,7 +25,7 @@ from ..masking import mask_secret, strip_userinfo
 from .errors import StoreError
 from .rows import SETTINGS_FIELDS, InvalidRow, client_from_row, provider_dict, validate_provider
 
-TOKEN_PREFIX = "tb-"
+TOKEN_PREFIX = "tb-"  # noqa: S105 - a name, not a secret
 TOKEN_BYTES = 32
 
 Settings = dict[str, Any]
@@ -191,7 +191,8 @@ def get_provider(conn: psycopg.Connection, name: str) -> ProviderRow:
     """The provider called ``name``; CrudError if there is none."""
     with conn.transaction():
         row = conn.execute(
-            f"SELECT {_PROVIDER_COLUMNS} FROM ai_providers p WHERE p.name = %s", (name,)
+            f"SELECT {_PROVIDER_COLUMNS} FROM ai_providers p WHERE p.name = %s",
+            (name,),
         ).fetchone()
     if row is None:
         raise _unknown_provider(name)
@@ -504,7 +505,8 @@ def revoke_client(conn: psycopg.Connection, client_id: str) -> tuple[ClientRow, 
         if row is not None:
             return _client_row(row), True
         row = conn.execute(
-            f"SELECT {_CLIENT_COLUMNS} FROM ai_bridge_clients WHERE id = %s", (client_id,)
+            f"SELECT {_CLIENT_COLUMNS} FROM ai_bridge_clients WHERE id = %s",
+            (client_id,),
         ).fetchone()
     if row is None:
         raise CrudError(f'unknown client "{client_id}"')

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 ACCESS_KEY = "AKIAFAKEBEDROCK0TEST"
-SECRET_KEY = "fake/bedrock+secret/key/0123456789abcdefghij"
+SECRET_KEY = "fake/bedrock+secret/key/0123456789abcdefghij"  # noqa: S105 - a fake's test key
 BEDROCK_VERSION = "bedrock-2023-05-31"
 _PATH = re.compile(r"^/model/([^/]+)/(invoke|invoke-with-response-stream)$")
 _AUTH = re.compile(

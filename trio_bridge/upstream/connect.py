@@ -31,7 +31,7 @@ async def open_stream(
     proxy: Proxy | None,
     context: ssl.SSLContext | None,
     proxy_context: ssl.SSLContext | None,
-    timeout: float,
+    timeout: float,  # noqa: ASYNC109 - bounds one phase inside
 ) -> trio.abc.Stream:
     """A connected stream to ``origin`` (TLS for https), through ``proxy`` if given.
 

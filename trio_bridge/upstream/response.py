@@ -58,7 +58,7 @@ class ResponseHeaders:
         return f"ResponseHeaders({[k for k in self]})"  # names only: values may be secrets
 
 
-async def receive(conn: Connection, timeout: float) -> bytes:
+async def receive(conn: Connection, timeout: float) -> bytes:  # noqa: ASYNC109 - bounds one phase inside
     """One read from the connection within ``timeout`` (b"" at EOF)."""
     try:
         with trio.fail_after(timeout):
