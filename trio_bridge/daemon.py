@@ -80,6 +80,7 @@ class Daemon:
             options.secrets_dir,
             force_polling=options.force_polling,
             allow_auth_none=options.allow_open_listen or is_loopback(options.listen),
+            environ=options.environ,
         )
         self.database = None
         if options.database_url:
@@ -113,8 +114,7 @@ class Daemon:
             snapshot = await self.reloader.initial()
         except SourceError as exc:
             raise StartupError(str(exc)) from None
-        state = self.state = BridgeState(snapshot)
-        self.reloader.on_swap.append(lambda s: setattr(state, "current", s))
+        state = self.state = BridgeState(self.reloader)  # reads the reloader's snapshot cell
         metrics.watch_snapshot(lambda: state.current)
         opts = self.options
         async with trio.open_nursery() as root:
