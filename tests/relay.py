@@ -32,22 +32,22 @@ class Relay:
             scope.cancel()
 
     async def _handle(self, client: trio.SocketStream) -> None:
-        if not self.is_open:
-            await client.aclose()
-            return
-        try:
-            upstream = await trio.open_tcp_stream(*self.target)
-        except OSError:
-            await client.aclose()
-            return
-        with trio.CancelScope() as scope:
-            self._pairs.add(scope)
-            try:
-                async with client, upstream, trio.open_nursery() as nursery:
-                    nursery.start_soon(_pump, client, upstream, nursery.cancel_scope)
-                    nursery.start_soon(_pump, upstream, client, nursery.cancel_scope)
-            finally:
-                self._pairs.discard(scope)
+        async with client:
+            if not self.is_open:
+                return
+            # Cancellable from accept on: close() also cuts a connection still being made.
+            with trio.CancelScope() as scope:
+                self._pairs.add(scope)
+                try:
+                    try:
+                        upstream = await trio.open_tcp_stream(*self.target)
+                    except OSError:
+                        return
+                    async with upstream, trio.open_nursery() as nursery:
+                        nursery.start_soon(_pump, client, upstream, nursery.cancel_scope)
+                        nursery.start_soon(_pump, upstream, client, nursery.cancel_scope)
+                finally:
+                    self._pairs.discard(scope)
 
 
 async def _pump(

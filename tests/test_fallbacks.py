@@ -13,6 +13,7 @@ import trio
 
 from tests.test_failover import K0, K1, Rig, config_yaml, open_rigs, provider_yaml, unique
 from trio_bridge.config.model import BridgeSettings, ProviderSpec, convert
+from trio_bridge.reload import stage_clients
 from trio_bridge.resilience.fallbacks import (
     ChainEntry,
     ChainTarget,
@@ -20,7 +21,13 @@ from trio_bridge.resilience.fallbacks import (
     plan,
     rewrite_model,
 )
-from trio_bridge.snapshot import BuildInputs, ProviderInput, Resilience, build_snapshot
+from trio_bridge.snapshot import (
+    BuildInputs,
+    ProviderInput,
+    Resilience,
+    build_snapshot,
+    plan_snapshot,
+)
 from trio_bridge.store.rows import InvalidRow, provider_from_row
 from trio_bridge.testing import Fail, FakeUpstream, SlowFirstByte
 from trio_bridge.upstream import UpstreamClients
@@ -48,15 +55,9 @@ def build(*specs: ProviderSpec):
         clients=(),
         sources=(),
     )
-    snapshot, _ = build_snapshot(
-        inputs,
-        version=1,
-        secrets_dir=None,
-        environ={},
-        resilience=Resilience(),
-        upstreams=UpstreamClients(),
-    )
-    return snapshot.providers
+    plan = plan_snapshot(inputs)
+    clients = stage_clients(plan, UpstreamClients())
+    return build_snapshot(plan, clients, version=1, resilience=Resilience()).providers
 
 
 def test_the_schema_takes_fallbacks_and_first_token_timeout() -> None:

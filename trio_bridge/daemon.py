@@ -89,6 +89,7 @@ class Daemon:
             options.secrets_dir,
             force_polling=options.force_polling,
             allow_auth_none=options.allow_open_listen or is_loopback(options.listen),
+            environ=options.environ,
         )
         self.database = None
         if options.database_url:
@@ -128,8 +129,7 @@ class Daemon:
                 f"--proxy-listen {opts.proxy_listen} needs bridge.proxy_mode in the config "
                 "(ca_cert and ca_key; see docs/operations.md, Proxy mode)"
             )
-        state = self.state = BridgeState(snapshot)
-        self.reloader.on_swap.append(lambda s: setattr(state, "current", s))
+        state = self.state = BridgeState(self.reloader)  # reads the reloader's snapshot cell
         metrics.watch_snapshot(lambda: state.current)
         async with trio.open_nursery() as root:
             await root.start(self.upstreams.run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .config.model import BridgeSettings, ClientSpec
 from .snapshot import BuildInputs, ProviderInput, SourceStatus
 from .sources.base import SourceContents
+from .sources.resolve import ResolvedSecrets
 
 
 def merge(
@@ -13,7 +14,8 @@ def merge(
     sources: tuple[SourceStatus, ...],
 ) -> BuildInputs:
     """A YAML entry replaces the row of the same name whole, except a switch-off entry
-    (only ``name`` and ``enabled: false``), which keeps the row but disables it."""
+    (only ``name`` and ``enabled: false``), which keeps the row but disables it. The sources'
+    resolved key references travel along (the files' on top)."""
     providers: dict[str, ProviderInput] = {}
     clients: dict[str, ClientSpec] = {}
     if database is not None:
@@ -37,6 +39,14 @@ def merge(
                 providers[spec.name] = ProviderInput(spec, origin)
         for client in files.clients:
             clients[client.id] = client
+    secrets = ResolvedSecrets()
+    for contents in (database, files):
+        if contents is not None:
+            secrets = secrets.union(contents.secrets)
     return BuildInputs(
-        bridge=bridge, providers=providers, clients=tuple(clients.values()), sources=sources
+        bridge=bridge,
+        providers=providers,
+        clients=tuple(clients.values()),
+        sources=sources,
+        secrets=secrets,
     )

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -14,9 +14,17 @@ import trio
 
 from . import metrics
 from .merge import merge
-from .snapshot import Resilience, Snapshot, SourceStatus, build_snapshot
+from .snapshot import (
+    Resilience,
+    Snapshot,
+    SnapshotPlan,
+    SourceStatus,
+    build_snapshot,
+    plan_snapshot,
+)
 from .sources.base import ReloadRequest, SourceContents, SourceError
-from .upstream import UpstreamClients
+from .sources.resolve import provider_references, resolve_references
+from .upstream import UpstreamClient, UpstreamClients, UpstreamConfigError
 
 log = logging.getLogger("trio_bridge.reload")
 
@@ -40,9 +48,39 @@ class _Loaded:
     lock: trio.Lock = field(default_factory=trio.Lock)
 
 
+def stage_clients(
+    plan: SnapshotPlan, upstreams: UpstreamClients
+) -> dict[str, UpstreamClient | str]:
+    """One upstream client per planned provider (the live one when unchanged, else a new one,
+    staged until ``commit``), or why it cannot be made."""
+    staged: dict[str, UpstreamClient | str] = {}
+    for name, need in plan.upstreams.items():
+        try:
+            staged[name] = upstreams.client_for(name, need.limits, ca_pem=need.ca_pem)
+        except UpstreamConfigError as exc:
+            staged[name] = str(exc)
+    return staged
+
+
+def clients_of(staged: Mapping[str, UpstreamClient | str]) -> dict[str, UpstreamClient]:
+    return {n: c for n, c in staged.items() if not isinstance(c, str)}
+
+
+def resolve_contents(
+    contents: SourceContents, secrets_dir: Path | None, environ: Mapping[str, str]
+) -> SourceContents:
+    """``contents`` with its key references resolved (reads key files: run it in a worker
+    thread when there are any)."""
+    refs = [ref for spec in contents.providers for ref in provider_references(spec)]
+    return replace(contents, secrets=resolve_references(refs, secrets_dir, environ))
+
+
 class Reloader:
-    """Owns the snapshot lifecycle. The first build happens in ``start``; ``run`` then serves
-    the channel until cancelled. A source that fails keeps its last good contents."""
+    """Owns the snapshot lifecycle and the one cell holding the current snapshot
+    (``current``, written here only). It drives ``UpstreamClients``: it has the clients a
+    plan needs made, commits them on a swap, discards them otherwise. The first build
+    happens in ``initial``; ``run`` then serves the channel until cancelled. A source that
+    fails keeps its last good contents."""
 
     def __init__(
         self,
@@ -63,26 +101,32 @@ class Reloader:
         if database is not None:
             self._loaded[database.name] = _Loaded()
         self._version = 0
-        self.current: Snapshot | None = None
+        self._current: Snapshot | None = None
         self.on_swap: list[Callable[[Snapshot], object]] = []  # run after each swap
-        # run after each reload, swap or not, with (reason, ok)
+        # run after each reload (reason, ok), swap or not
         self.on_reload: list[Callable[[str, bool], object]] = []
         self.builds = 0  # snapshots built by reloads (not counting start-up)
         self.load_timeout = LOAD_TIMEOUT
 
     @property
+    def current(self) -> Snapshot | None:
+        """The snapshot in service (None before the first build). Replaced whole, never
+        mutated; only :meth:`rebuild` writes it."""
+        return self._current
+
+    @property
     def debounce(self) -> float:
-        return float(self.current.bridge.reload.debounce) if self.current else 0.25
+        return float(self._current.bridge.reload.debounce) if self._current else 0.25
 
     async def load_source(self, source: Source, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - bounds one phase inside
-        """Load one source; on failure keep its last contents and record the error."""
+        """Load one source; on failure keep its last contents and record the error. Key
+        references a source did not resolve itself are resolved here, in a worker thread."""
         state = self._loaded[source.name]
         try:
-            if timeout is None:
+            with trio.fail_after(float("inf") if timeout is None else timeout):
                 contents = await source.load()
-            else:
-                with trio.fail_after(timeout):
-                    contents = await source.load()
+                if contents.secrets is None:
+                    contents = await self._resolve(contents)
         except SourceError as exc:
             state.error = str(exc)
             log.warning("source %s failed to load: %s", source.name, exc)
@@ -93,6 +137,15 @@ class Reloader:
             return False
         state.contents, state.loaded_at, state.error = contents, time.time(), None
         return True
+
+    async def _resolve(self, contents: SourceContents) -> SourceContents:
+        """Resolve the key references a source left unresolved: key files in a worker
+        thread; without any, at once (``env:`` and ``value:`` need no I/O)."""
+        if any(ref.file for spec in contents.providers for ref in provider_references(spec)):
+            return await trio.to_thread.run_sync(
+                resolve_contents, contents, self.secrets_dir, self.environ, abandon_on_cancel=True
+            )
+        return resolve_contents(contents, self.secrets_dir, self.environ)
 
     async def initial(self) -> Snapshot:
         """The first snapshot, from the files source alone (which must load); the database's
@@ -112,25 +165,21 @@ class Reloader:
             for name, s in self._loaded.items()
         )
         db = self._loaded[self.database.name].contents if self.database else None
-        inputs = merge(db, self._loaded[self.files.name].contents, sources)
-        snapshot, clients = build_snapshot(
-            inputs,
-            version=self._version + 1,
-            secrets_dir=self.secrets_dir,
-            environ=self.environ,
-            resilience=self.resilience,
-            upstreams=self.upstreams,
-        )
-        if (
-            not force
-            and self.current is not None
-            and snapshot.fingerprint == self.current.fingerprint
-        ):
-            self.upstreams.discard(clients)
+        plan = plan_snapshot(merge(db, self._loaded[self.files.name].contents, sources))
+        previous = self._current
+        if not force and previous is not None and plan.fingerprint == previous.fingerprint:
             return None
+        staged = stage_clients(plan, self.upstreams)
+        try:
+            snapshot = build_snapshot(
+                plan, staged, version=self._version + 1, resilience=self.resilience
+            )
+        except BaseException:
+            self.upstreams.discard(clients_of(staged))
+            raise
         self._version += 1
-        self.upstreams.commit(clients)
-        previous, self.current = self.current, snapshot
+        self.upstreams.commit(clients_of(staged))
+        self._current = snapshot
         metrics.record_swap(snapshot)
         for hook in self.on_swap:
             hook(snapshot)

@@ -11,7 +11,8 @@ from typing import Any
 
 from ..merge import merge
 from ..proxymode.view import proxy_mode_document
-from ..snapshot import Provider, Resilience, SourceStatus, build_snapshot
+from ..reload import stage_clients
+from ..snapshot import Provider, Resilience, SourceStatus, build_snapshot, plan_snapshot
 from ..sources.base import SourceError
 from ..sources.files import FileSource
 from ..upstream import UpstreamClients
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = False) -> int:
     """Exit 0 when every provider builds, 1 otherwise (or when the dir does not load)."""
     try:
-        contents = FileSource(config_dir, secrets_dir).load_sync()
+        contents = FileSource(config_dir, secrets_dir, environ=os.environ).load_sync()
     except SourceError as exc:
         errors = str(exc).splitlines()
         if as_json:
@@ -47,14 +48,9 @@ def check_config(config_dir: Path, secrets_dir: Path | None, *, as_json: bool = 
             print(f"error: {line}", file=sys.stderr)
         return 1
     inputs = merge(None, contents, (SourceStatus("files", None, None),))
-    snapshot, _ = build_snapshot(
-        inputs,
-        version=1,
-        secrets_dir=secrets_dir,
-        environ=os.environ,
-        resilience=Resilience(),
-        upstreams=UpstreamClients(),
-    )
+    plan = plan_snapshot(inputs)
+    clients = stage_clients(plan, UpstreamClients())
+    snapshot = build_snapshot(plan, clients, version=1, resilience=Resilience())
     providers = sorted(snapshot.providers.values(), key=lambda p: p.name)
     failed = [p for p in providers if p.status == "error"]
     proxy = proxy_mode_document(snapshot.proxy) if snapshot.proxy is not None else None

@@ -39,7 +39,7 @@ from ..resilience.outcome import (
     classify_status,
     decide,
 )
-from ..snapshot import Provider, Snapshot
+from ..snapshot import ServedProvider, Snapshot
 from ..upstream import (
     URL,
     ConnectError,
@@ -83,7 +83,7 @@ class Exchange:
     """Everything about one request that the proxy needs, fixed before the first attempt."""
 
     snapshot: Snapshot
-    provider: Provider
+    provider: ServedProvider
     route: Route
     method: str
     upstream_raw_path: bytes  # path + query, to append to the base URL's path
@@ -113,7 +113,7 @@ class Exchange:
 class Target:
     """One place the request may be sent: the primary, or a fallback target."""
 
-    provider: Provider
+    provider: ServedProvider
     model: str | None  # the model sent upstream
     label: str  # its label on this provider (breaker key, cooldown key, metrics)
     body: bytes
@@ -151,9 +151,9 @@ class _GiveUp:
     failure: Failure
 
 
-def _url(provider: Provider, raw_tail: bytes) -> URL:
+def _url(provider: ServedProvider, raw_tail: bytes) -> URL:
     """base_url's path + the raw tail, never normalised (cached)."""
-    return join_url(provider.base_url or "", raw_tail)
+    return join_url(provider.base_url, raw_tail)
 
 
 # --- the chain ---------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def _plan(ex: Exchange) -> tuple[list[Target], ChainEntry | None]:
     targets = [Target(primary, model, ex.model_label, ex.body, False)]
     for name, target_model in plan(primary.name, model, entry)[1:]:
         provider = ex.snapshot.providers.get(name)
-        if provider is None or provider.status != "ok" or provider.dialect is None:
+        if not isinstance(provider, ServedProvider):
             continue
         if not ex.caller.byok and not provider.has_keys:
             continue
@@ -215,7 +215,6 @@ async def _serve_target(
 ) -> _GiveUp | None:
     """Attempts against one target until one answer is relayed (None) or the target gives up."""
     provider, bridge = target.provider, ex.snapshot.bridge
-    assert provider.upstream is not None and provider.pool is not None
     pool = provider.pool
     byok = ex.caller.byok
     retry = bridge.retry
@@ -224,7 +223,7 @@ async def _serve_target(
     )
     window = ex.windows.setdefault(provider.name, AttemptWindow())
     breaker: CircuitBreaker | None = None
-    if bridge.circuit_breaker.enabled and provider.breakers is not None:
+    if bridge.circuit_breaker.enabled:
         breaker = provider.breakers.get(ex.route.endpoint, target.label)
     context_length = entry is not None and entry.context_length and has_next
     tried: set[int] = set()
@@ -350,7 +349,6 @@ def _upstream_request(
     """Method, URL, headers and body of one attempt at ``target`` with ``key``."""
     provider, bridge = target.provider, ex.snapshot.bridge
     dialect = provider.dialect
-    assert dialect is not None
     actor = (
         actor_headers(ex.caller.actor, dict(ex.caller.metadata))
         if bridge.send_actor_headers
@@ -381,7 +379,6 @@ async def _attempt(
     read to check for context length; a stream that failed before its first token)."""
     bridge = ex.snapshot.bridge
     dialect = target.provider.dialect
-    assert dialect is not None
     method, url, headers, body_bytes = _upstream_request(ex, target, key)
     if ex.tap is not None:  # recording hook: attempt start (adds traceparent)
         ex.tap.attempt(
@@ -428,14 +425,17 @@ async def _attempt(
             if answer is not None and dialect.is_context_length_error(status, answer.body):
                 return Outcome(Kind.CONTEXT_LENGTH, status), None, None, failure
             return outcome, None, None, failure
+        first_token_timeout = target.provider.first_token_timeout
         if (
             outcome.kind is Kind.OK
-            and target.provider.first_token_timeout is not None
+            and first_token_timeout is not None
             and ex.route.bridged
             and status < 300
             and _is_sse(response)
         ):
-            held = await _hold_first_token(ex, target, response, body, attempt)
+            held = await _hold_first_token(
+                ex, target, response, body, attempt, attempt.started + first_token_timeout
+            )
             if held is not None:
                 await response.aclose()
                 return held[0], None, None, held[1]
@@ -529,7 +529,12 @@ def _is_sse(response: Response) -> bool:
 
 
 async def _hold_first_token(
-    ex: Exchange, target: Target, response: Response, body: _Body, attempt: Attempt
+    ex: Exchange,
+    target: Target,
+    response: Response,
+    body: _Body,
+    attempt: Attempt,
+    deadline: float,
 ) -> tuple[Outcome, Failure] | None:
     """Hold the stream until its first content event (None: relay it, held bytes first).
 
@@ -537,10 +542,9 @@ async def _hold_first_token(
     error event first: STREAM_ERROR, the events so far kept to relay as they are. The stream
     breaking first: STREAM_ERROR with the bridge's 502."""
     dialect = target.provider.dialect
-    assert dialect is not None and target.provider.first_token_timeout is not None
     splitter = EventSplitter()
     size = 0
-    with trio.move_on_at(attempt.started + target.provider.first_token_timeout) as scope:
+    with trio.move_on_at(deadline) as scope:
         try:
             while (chunk := await body.fetch()) is not None:
                 size += len(chunk)
@@ -590,7 +594,6 @@ async def _buffer_failure(ex: Exchange, target: Target, response: Response, body
 
 def _mark_key(ex: Exchange, target: Target, key: PoolKey, outcome: Outcome, now: float) -> None:
     pool = target.provider.pool
-    assert pool is not None
     if outcome.kind is Kind.RATE_LIMITED:
         changed = pool.mark_rate_limited(key, now, outcome.retry_after, target.label)
         reason = "rate_limited"
@@ -625,7 +628,6 @@ def _reject_breaker(ex: Exchange, target: Target, breaker: CircuitBreaker) -> Fa
 
 def _exhausted(ex: Exchange, target: Target, now: float) -> Failure:
     pool = target.provider.pool
-    assert pool is not None
     exhaustion = pool.exhaustion(now, target.label)
     metrics.key_pool_exhaustions.labels(target.provider.name, exhaustion.reason).inc()
     if exhaustion.status == 429:
@@ -698,7 +700,6 @@ async def _relay(ex: Exchange, target: Target, response: Response, body: _Body, 
     ex.response_started = True
     ex.log.mark_first_byte()
     dialect = target.provider.dialect
-    assert dialect is not None
     if sse and bridged:
         await _relay_sse(ex, dialect, response, body, send)
     else:
@@ -805,8 +806,6 @@ def _fold_usage(ex: Exchange, dialect: Dialect, block: bytes) -> bytes:
 async def send_stream_deadline_error(ex: Exchange, send: Send) -> None:
     """After a whole-request deadline fired mid-stream: one error event and a clean end."""
     dialect = ex.provider.dialect
-    if dialect is None:
-        return
     event = dialect.stream_error_event(ex.route, "upstream timed out", b"")
     await send({"type": "http.response.body", "body": event, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})

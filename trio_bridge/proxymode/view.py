@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config.model import ProxyModeSettings
-from ..config.secrets import KeyResolutionError, resolve_key
+from ..config.secrets import KeyResolutionError
+from ..sources.resolve import ResolvedSecrets
 from .ca import CAError, CertificateAuthority, load_ca
 from .hostmap import HostMap, build_host_map, host_key
 
@@ -27,22 +27,25 @@ class ProxyView:
     def fingerprint(self) -> str:
         return "" if self.ca is None else self.ca.fingerprint
 
+    def with_hosts(self, served: Iterable[tuple[str, str]]) -> ProxyView:
+        """This view with the host map of ``(provider name, base_url)`` pairs (none while
+        the CA is broken: nothing is intercepted then)."""
+        if self.ca is None:
+            return self
+        return replace(self, hosts=build_host_map(served))
 
-def build_proxy_view(
-    settings: ProxyModeSettings,
-    served: Iterable[tuple[str, str]],
-    secrets_dir: Path | None,
-    environ: Mapping[str, str],
-) -> ProxyView:
-    """Load the CA from its key references and map the served providers' hosts."""
+
+def plan_proxy_view(settings: ProxyModeSettings, secrets: ResolvedSecrets) -> ProxyView:
+    """Load the CA from its resolved key references; the host map comes later
+    (:meth:`ProxyView.with_hosts`), from the providers the snapshot serves."""
     passthrough = frozenset(host_key(*_split(h)) for h in settings.passthrough_hosts)
     try:
-        cert_pem = resolve_key(settings.ca_cert, secrets_dir, environ).encode()
-        key_pem = resolve_key(settings.ca_key, secrets_dir, environ).encode()
+        cert_pem = secrets.get(settings.ca_cert).encode()
+        key_pem = secrets.get(settings.ca_key).encode()
         ca = load_ca(cert_pem + b"\n", key_pem + b"\n")
     except (KeyResolutionError, CAError) as exc:
         return ProxyView(None, HostMap(), passthrough, f"proxy_mode: {exc}")
-    return ProxyView(ca, build_host_map(served), passthrough)
+    return ProxyView(ca, HostMap(), passthrough)
 
 
 def _split(host_port: str) -> tuple[str, int]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config.model import BridgeSettings, ClientSpec, ProviderSpec
 from ..errors import TrioBridgeError
+from .resolve import ResolvedSecrets
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class SourceContents:
     # A hash of everything the contents were made from (file bytes, key files), when the
     # source can tell; equal digests mean a reload would build the same snapshot.
     digest: str | None = None
+    # Every key reference of ``providers`` resolved, in the source's worker thread; None when
+    # the source leaves that to the reloader (which then resolves them in a worker thread).
+    secrets: ResolvedSecrets | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import trio
@@ -15,6 +16,7 @@ from ..config.loader import load_config_dir
 from ..config.model import KeyRef
 from ..config.secrets import key_file_path
 from .base import ReloadRequest, SourceContents, SourceError
+from .resolve import provider_references, resolve_references
 
 log = logging.getLogger("trio_bridge.sources.files")
 
@@ -27,7 +29,10 @@ def _file_digest(path: Path) -> bytes:
 
 
 class FileSource:
-    """Loads the config dir; ``watch`` pokes the reload channel when a watched dir changes."""
+    """Loads the config dir and resolves every key reference in it (in a worker thread:
+    key files are read there, never on the event loop); ``watch`` pokes the reload channel
+    when a watched dir changes. ``env:`` references read ``environ`` (default: the process
+    environment)."""
 
     name = "files"
 
@@ -38,7 +43,9 @@ class FileSource:
         *,
         force_polling: bool = False,
         allow_auth_none: bool = True,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.allow_auth_none = allow_auth_none
         self.config_dir = config_dir
         self.secrets_dir = secrets_dir
@@ -47,6 +54,7 @@ class FileSource:
         self._dirs_changed = trio.Event()
 
     def load_sync(self) -> SourceContents:
+        """The config dir's contents with every key reference resolved (blocking I/O)."""
         try:
             loaded = load_config_dir(self.config_dir)
         except ConfigError as exc:
@@ -58,17 +66,12 @@ class FileSource:
             )
         dirs = {self.config_dir}
         digest = hashlib.sha256(loaded.digest.encode())
-        refs: list[KeyRef] = []
+        all_refs: list[KeyRef] = []
         if loaded.bridge is not None and loaded.bridge.proxy_mode is not None:
-            refs += [loaded.bridge.proxy_mode.ca_cert, loaded.bridge.proxy_mode.ca_key]
+            all_refs += [loaded.bridge.proxy_mode.ca_cert, loaded.bridge.proxy_mode.ca_key]
         for provider in loaded.providers:
-            refs += provider.keys
-            if provider.bedrock is not None:
-                b = provider.bedrock
-                refs += [r for r in (b.access_key, b.access_key_secret, b.session_token) if r]
-            if provider.ca_file is not None:
-                refs.append(provider.ca_file)
-        for ref in refs:
+            all_refs += provider_references(provider)
+        for ref in all_refs:
             path = key_file_path(ref, self.secrets_dir)
             if path is not None:
                 dirs.add(path.parent)
@@ -80,6 +83,7 @@ class FileSource:
             origins=loaded.origins,
             watch_dirs=tuple(sorted(dirs)),
             digest=digest.hexdigest(),
+            secrets=resolve_references(all_refs, self.secrets_dir, self.environ),
         )
 
     async def load(self) -> SourceContents:
