@@ -8,9 +8,9 @@ import signal
 import psycopg
 import trio
 
-from tests.pg import dsn_for
-from tests.relay import Relay
 from tests.support import client, start_bridge, write_yaml
+from tests.support.pg import dsn_for
+from tests.support.relay import Relay
 from tests.test_recording import AUTH, TOKEN, config
 from trio_bridge import metrics
 
