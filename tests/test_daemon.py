@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -42,8 +44,6 @@ CHAT = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "c
 
 
 def env_with_key() -> dict[str, str]:
-    import os
-
     return {**os.environ, "TEST_POOL_KEY": POOL_KEY}
 
 
@@ -183,5 +183,8 @@ async def test_a_listen_address_in_use_exits_1_with_the_reason(tmp_path, fake_op
         port = taken.getsockname()[1]
         result = await serve_once(tmp_path, f"127.0.0.1:{port}")
     assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}".encode() in result.stderr
-    assert b"Traceback" not in result.stderr
+    # One line naming the address and the OS's reason (contract section 2).
+    reason = os.strerror(errno.EADDRINUSE)  # "Address already in use"
+    (line,) = [x for x in result.stderr.decode().splitlines() if "cannot listen" in x]
+    assert line.endswith(f"cannot listen on 127.0.0.1:{port}: {reason}"), line
+    assert b"Traceback" not in result.stderr and b"nursery" not in result.stderr
