@@ -1,4 +1,4 @@
-"""Shared fixtures: fake upstreams and Postgres isolation (tests/pg.py)."""
+"""Shared fixtures: fake upstreams and Postgres isolation (tests/support/pg.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import trio.testing
 
 from trio_bridge.testing import FakeUpstream
 
-pytest_plugins = ["tests.pg"]
+pytest_plugins = ["tests.support.pg"]
 
 
 @pytest.fixture

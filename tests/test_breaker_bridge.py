@@ -18,15 +18,8 @@ import pytest
 import trio
 import trio.testing
 
-from tests.test_failover import (
-    BYOK,
-    K0,
-    K1,
-    Rig,
-    closed_port_url,
-    open_rigs,
-    sample,
-)
+from tests.support.metrics import sample
+from tests.support.rig import BYOK, K0, K1, Rig, closed_port_url, open_rigs
 from trio_bridge.testing import Fail, FakeUpstream, RateLimited, SlowFirstByte
 
 BREAKER = "enabled: true, failure_threshold: 3, interval: 10s, timeout: 30s, max_requests: 2"

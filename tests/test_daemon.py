@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -15,61 +17,12 @@ import pytest
 import trio
 
 from tests.support import write_yaml
+from tests.support.daemon import free_port, serve
 from trio_bridge.testing import FakeUpstream, Stream, Unauthorized
 
 POOL_KEY = "sk-pool-secret-value-0123456789abcdef"
 CLIENT_TOKEN = "tb-client-secret-token-0123456789abcdefghij"
 DB_PASSWORD = "hunter2-db-password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    """``trio-bridge serve`` in a subprocess; stderr collected."""
-
-    def __init__(self, process: trio.Process, listen: str, admin: str) -> None:
-        self.process, self.url, self.admin = process, f"http://{listen}", f"http://{admin}"
-        self.stderr = b""
-
-    async def collect(self) -> None:
-        assert self.process.stderr is not None
-        async for chunk in self.process.stderr:
-            self.stderr += chunk
-
-
-async def serve(
-    nursery: trio.Nursery, config_dir: Path, *extra: str, env: dict | None = None
-) -> Served:
-    listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    process = await trio.lowlevel.open_process(
-        [
-            sys.executable,
-            "-m",
-            "trio_bridge",
-            "serve",
-            "--config-dir",
-            str(config_dir),
-            "--listen",
-            listen,
-            "--admin-listen",
-            admin,
-            *extra,
-        ],
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    served = Served(process, listen, admin)
-    nursery.start_soon(served.collect)
-    with trio.fail_after(20):
-        while b"listening on" not in served.stderr:
-            if process.poll() is not None:
-                raise AssertionError(served.stderr.decode())
-            await trio.sleep(0.02)  # a subprocess: nothing to wait on but its output
-    return served
 
 
 def bridge_yaml(fake: FakeUpstream, auth: str = "tokens") -> str:
@@ -91,8 +44,6 @@ CHAT = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "c
 
 
 def env_with_key() -> dict[str, str]:
-    import os
-
     return {**os.environ, "TEST_POOL_KEY": POOL_KEY}
 
 
@@ -232,5 +183,8 @@ async def test_a_listen_address_in_use_exits_1_with_the_reason(tmp_path, fake_op
         port = taken.getsockname()[1]
         result = await serve_once(tmp_path, f"127.0.0.1:{port}")
     assert result.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}".encode() in result.stderr
-    assert b"Traceback" not in result.stderr
+    # One line naming the address and the OS's reason (contract section 2).
+    reason = os.strerror(errno.EADDRINUSE)  # "Address already in use"
+    (line,) = [x for x in result.stderr.decode().splitlines() if "cannot listen" in x]
+    assert line.endswith(f"cannot listen on 127.0.0.1:{port}: {reason}"), line
+    assert b"Traceback" not in result.stderr and b"nursery" not in result.stderr

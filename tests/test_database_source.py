@@ -9,8 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import trio
 
-from tests.relay import Relay
 from tests.support import RunningBridge, client, start_bridge, write_yaml
+from tests.support.relay import Relay
 from trio_bridge.commands.store import main as store_cli
 from trio_bridge.testing import FakeUpstream
 

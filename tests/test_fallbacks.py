@@ -11,7 +11,7 @@ import msgspec
 import pytest
 import trio
 
-from tests.test_failover import K0, K1, Rig, config_yaml, open_rigs, provider_yaml, unique
+from tests.support.rig import K0, K1, Rig, config_yaml, open_rigs, provider_yaml, unique
 from trio_bridge.config.model import BridgeSettings, ProviderSpec, convert
 from trio_bridge.reload import stage_clients
 from trio_bridge.resilience.fallbacks import (

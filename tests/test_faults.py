@@ -24,7 +24,9 @@ import trio
 import trio.testing
 
 from tests.support import RunningBridge, start_bridge, write_yaml
-from tests.test_failover import sample, sse_blocks, sse_parse, unique
+from tests.support.metrics import sample
+from tests.support.rig import unique
+from tests.support.sse import sse_blocks, sse_parse
 from trio_bridge.testing import (
     Answer,
     ContentPolicy,

@@ -3,7 +3,6 @@ reporting known usage, records written to real Postgres (and to a JSON-lines fil
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,40 +12,16 @@ import psycopg
 import trio
 
 from tests.support import RunningBridge, client, start_bridge, write_yaml
+from tests.support.recording import (
+    ANTHROPIC_KEY,
+    AUTH,
+    OPENAI_KEY,
+    TOKEN,
+    config,
+)
 from trio_bridge.testing import Answer, FakeUpstream, RateLimited, ToolCall, Usage
 
-TOKEN = "tb-record-client-token-0123456789abcdefghijklmnop"
-OPENAI_KEY = "sk-openai-pool-key-aaaaaaaaaaaa1111"
-OPENAI_KEY_2 = "sk-openai-pool-key-cccccccccccc3333"
-ANTHROPIC_KEY = "sk-ant-pool-key-bbbbbbbbbbbbbbbb2222"
 OWN_KEY = "sk-own-upstream-key-zzzzzzzzzzzz9xyz"
-AUTH = {"Authorization": f"Bearer {TOKEN}", "User-Agent": "OpenAI/Python 3.1.0"}
-
-
-def sha(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def config(
-    fo: FakeUpstream, fa: FakeUpstream, recording: str = "flush_every: 20ms", keys: int = 1
-) -> str:
-    openai_keys = ", ".join(f"{{value: {k}}}" for k in [OPENAI_KEY, OPENAI_KEY_2][:keys])
-    return f"""
-bridge:
-  recording: {{{recording}}}
-providers:
-  - name: openai
-    type: openai
-    base_url: {fo.base_url}
-    keys: [{openai_keys}]
-  - name: anthropic
-    type: anthropic
-    base_url: {fa.base_url}
-    keys: [{{value: {ANTHROPIC_KEY}}}]
-clients:
-  - id: alice
-    token_sha256: {sha(TOKEN)}
-"""
 
 
 def conversation(last: str) -> list[dict[str, Any]]:

@@ -8,10 +8,10 @@ import signal
 import psycopg
 import trio
 
-from tests.pg import dsn_for
-from tests.relay import Relay
 from tests.support import client, start_bridge, write_yaml
-from tests.test_recording import AUTH, TOKEN, config
+from tests.support.pg import dsn_for
+from tests.support.recording import AUTH, TOKEN, config
+from tests.support.relay import Relay
 from trio_bridge import metrics
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -117,7 +117,7 @@ async def test_a_full_queue_drops_and_counts_the_extra_records_and_keeps_the_oth
 async def test_sigterm_with_500_records_queued_writes_them_all_before_exit(
     nursery, tmp_path, fake_openai, fake_anthropic, pg_migrated_dsn
 ) -> None:
-    from tests.test_daemon import serve
+    from tests.support.daemon import serve
 
     write_yaml(
         tmp_path,

@@ -189,6 +189,8 @@ async def test_a_burst_of_change_events_gives_one_rebuild(autojump_clock) -> Non
     source = CountingSource()
     reloader = Reloader(source, None, UpstreamClients(), secrets_dir=None, environ={})
     await reloader.initial()
+    reloads: list[tuple[str, bool]] = []
+    reloader.on_reload.append(lambda reason, ok: reloads.append((reason, ok)))
     send, receive = trio.open_memory_channel[ReloadRequest](100)
     async with trio.open_nursery() as nursery:
         await nursery.start(reloader.run, receive)
@@ -197,9 +199,10 @@ async def test_a_burst_of_change_events_gives_one_rebuild(autojump_clock) -> Non
             await trio.sleep(0.005)  # within the 250 ms debounce window (virtual time)
         await trio.sleep(1)
         assert source.loads == 2  # the initial load and one for the whole burst
+        assert reloads == [("files", True)]  # exactly one reload, not one per event
         await send.send(ReloadRequest("files"))
         await trio.sleep(1)
-        assert source.loads == 3
+        assert source.loads == 3 and len(reloads) == 2
         nursery.cancel_scope.cancel()
 
 

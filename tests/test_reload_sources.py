@@ -10,8 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-from tests.relay import Relay
 from tests.support import client, start_bridge, write_yaml
+from tests.support.relay import Relay
 from trio_bridge.config.model import ClientSpec, KeyRef, ProviderSpec
 from trio_bridge.reload import LOAD_TIMEOUT, Reloader
 from trio_bridge.sources.base import ReloadRequest, SourceContents

@@ -7,7 +7,7 @@ import json
 import httpx2
 import trio
 
-from tests.support import client, start_bridge, write_yaml
+from tests.support import start_bridge, write_yaml
 from trio_bridge.testing import Answer, SlowFirstByte, Stream
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -80,18 +80,26 @@ providers:
     assert b"message_stop" not in r.content
 
 
-async def test_full_upstream_pool_for_one_second_is_503(nursery, tmp_path, fake_openai) -> None:
+async def test_full_upstream_pool_for_one_second_is_503(
+    socket_clock, nursery, tmp_path, fake_openai
+) -> None:
+    """With the only upstream connection busy, a second request waits ``pool_timeout`` (1 s
+    on trio's clock, per attempt) and is answered 503 while the first stream goes on."""
     write_yaml(tmp_path, "b.yaml", yaml(fake_openai, "upstream_max_connections: 1"))
     bridge = await start_bridge(nursery, tmp_path)
-    fake_openai.behave(Stream(chunks=4, pace=0.75))
-    async with client() as c:
+    fake_openai.behave(Stream(chunks=4, pace=30.0))  # minutes of virtual time, no real wait
+    async with httpx2.AsyncClient(timeout=3600) as c:  # its timeouts run on the clock too
         async with c.stream(
             "POST", bridge.url + "/openai/v1/chat/completions", json={**CHAT, "stream": True}
         ) as first:
             chunks = first.aiter_raw()
             await chunks.__anext__()  # the only upstream connection is now busy
+            started = trio.current_time()
             second = await c.get(bridge.url + "/openai/v1/models")
+            waited = trio.current_time() - started
             async for _ in chunks:
                 pass
     assert second.status_code == 503
     assert second.json()["error"]["message"] == "upstream connection pool exhausted"
+    assert 1 <= waited < 30  # the pool wait, not the first stream's end
+    assert fake_openai.request_count == 1

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from tests.support import client, start_bridge, write_yaml
-from tests.test_recording import ANTHROPIC_KEY, AUTH, OPENAI_KEY, OPENAI_KEY_2, TOKEN, config
+from tests.support.recording import ANTHROPIC_KEY, AUTH, OPENAI_KEY, OPENAI_KEY_2, TOKEN, config
 from trio_bridge import tracing
 from trio_bridge.config.model import BridgeSettings, RecordingSettings
 from trio_bridge.recording.tap import new_tap

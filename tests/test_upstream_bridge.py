@@ -9,8 +9,7 @@ import pytest
 import trustme
 
 from tests.support import client, start_bridge, write_yaml
-
-from .upstream_servers import start_connect_proxy, start_tls_front
+from tests.support.upstream_servers import start_connect_proxy, start_tls_front
 
 KEY = "sk-openai-pool-key-aaaaaaaaaaaa1111"
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}

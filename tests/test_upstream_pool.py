@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.support.upstream_servers import Wire, keep_alive_ok, ok, reset, start_server
 from trio_bridge.upstream import (
     ConnectError,
     PoolTimeout,
@@ -19,8 +20,6 @@ from trio_bridge.upstream import (
     UpstreamLimits,
     join_url,
 )
-
-from .upstream_servers import Wire, keep_alive_ok, ok, reset, start_server
 
 
 def client(max_connections: int = 8, **kw) -> UpstreamClient:

@@ -8,6 +8,7 @@ import ssl
 import pytest
 import trustme
 
+from tests.support.upstream_servers import keep_alive_ok, start_connect_proxy, start_server
 from trio_bridge.upstream import (
     ConnectError,
     Origin,
@@ -19,8 +20,6 @@ from trio_bridge.upstream import (
     UpstreamLimits,
     join_url,
 )
-
-from .upstream_servers import keep_alive_ok, start_connect_proxy, start_server
 
 
 def https(host: str, port: int = 443) -> Origin:

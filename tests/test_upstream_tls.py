@@ -9,6 +9,7 @@ import pytest
 import trio
 import trustme
 
+from tests.support.upstream_servers import keep_alive_ok, start_server
 from trio_bridge.upstream import (
     ConnectError,
     ConnectTimeout,
@@ -17,8 +18,6 @@ from trio_bridge.upstream import (
     UpstreamLimits,
     join_url,
 )
-
-from .upstream_servers import keep_alive_ok, start_server
 
 
 @pytest.fixture(scope="module")

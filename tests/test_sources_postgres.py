@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import array
+import fcntl
 import logging
+import os
 import socket
+import termios
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -15,6 +19,7 @@ import trio.testing
 
 from trio_bridge.sources.base import ReloadRequest, SourceError
 from trio_bridge.sources.postgres import BACKOFF_MAX, PostgresSource
+from trio_bridge.store.migrations import NOTIFY_CHANNEL
 
 RELOAD = ReloadRequest("database")
 BAD_DSN = "postgresql://postgres:hunter2@127.0.0.1:1/test"
@@ -139,6 +144,37 @@ async def test_listener_reloads_on_connect_change_and_reconnect(pg_migrated_dsn:
     await _until(lambda: not _listener_pids(pg_migrated_dsn))
 
 
+def _listener_socket_fd(dsn: str) -> int:
+    """This process's end of the listener's connection (found by its client port)."""
+    ((port,),) = _sql(
+        dsn,
+        "SELECT client_port FROM pg_stat_activity WHERE application_name = 'trio-bridge-listener'"
+        " AND datname = current_database()",
+    )
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            with socket.socket(fileno=os.dup(int(name))) as sock:
+                if sock.family in (socket.AF_INET, socket.AF_INET6) and (
+                    sock.getsockname()[1] == port
+                ):
+                    return int(name)
+        except OSError:
+            continue  # not a socket
+    raise AssertionError(f"no socket of this process on port {port}")
+
+
+def _wait_buffered(fd: int, size: int, timeout: float = 5.0) -> None:
+    """Block (the whole trio loop, on purpose) until ``size`` bytes wait unread on ``fd``."""
+    deadline = time.monotonic() + timeout
+    buffered = array.array("i", [0])
+    while True:
+        fcntl.ioctl(fd, termios.FIONREAD, buffered)
+        if buffered[0] >= size:
+            return
+        assert time.monotonic() < deadline, f"{buffered[0]} of {size} bytes arrived"
+        time.sleep(0.001)  # the kernel's receive queue has no event to wait on
+
+
 async def test_one_reload_per_batch_of_notifications(pg_migrated_dsn: str) -> None:
     send, recv = trio.open_memory_channel[ReloadRequest](100)
     source = PostgresSource(pg_migrated_dsn)
@@ -146,15 +182,22 @@ async def test_one_reload_per_batch_of_notifications(pg_migrated_dsn: str) -> No
         await nursery.start(partial(source.listen, send, resync_every=NEVER))
         with trio.fail_after(5):
             assert await recv.receive() == RELOAD
-        # Five transactions' notifications, all queued before the listener drains them.
+        fd = await trio.to_thread.run_sync(_listener_socket_fd, pg_migrated_dsn)
+        # Five transactions' notifications, all in the listener's socket before it drains
+        # them: this code blocks the trio loop until they have arrived.
         with psycopg.connect(pg_migrated_dsn, autocommit=True) as conn:
             for i in range(5):
                 conn.execute(
                     "INSERT INTO ai_bridge_clients (id, token_sha256) VALUES (%s, %s)",
                     (f"c{i}", str(i) * 64),
                 )
+        # A NotificationResponse: 'A', int32 length, int32 pid, channel and payload ('') + NULs.
+        _wait_buffered(fd, 5 * (1 + 4 + 4 + len(NOTIFY_CHANNEL) + 1 + 1))
         with trio.fail_after(1):
             assert await recv.receive() == RELOAD
+        await trio.testing.wait_all_tasks_blocked()  # the listener waits on its socket again
+        with pytest.raises(trio.WouldBlock):
+            recv.receive_nowait()  # exactly one reload for the batch
         nursery.cancel_scope.cancel()
 
 

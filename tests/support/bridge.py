@@ -1,4 +1,4 @@
-"""Running a real bridge in-process on loopback for tests."""
+"""Running a real bridge in-process on loopback for tests: `start_bridge`, `RunningBridge`."""
 
 from __future__ import annotations
 

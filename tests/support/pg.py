@@ -1,6 +1,6 @@
 """Postgres isolation for tests: a fresh database per test, dropped afterwards.
 
-Use as a pytest plugin (``pytest_plugins = ["tests.pg"]`` in tests/conftest.py) to get the
+Use as a pytest plugin (``pytest_plugins = ["tests.support.pg"]`` in tests/conftest.py) to get the
 fixtures ``pg_dsn`` (an empty database) and ``pg_migrated_dsn`` (schema installed). The
 server comes from ``TRIO_BRIDGE_TEST_DATABASE_URL`` (default: local trust-auth postgres);
 when it is unreachable the tests are skipped, unless that variable is set explicitly, in
