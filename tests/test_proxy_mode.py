@@ -22,7 +22,7 @@ import pytest
 import trio
 import trustme
 
-from tests.tls_front import TLSFront
+from tests.support.tls_front import TLSFront
 from trio_bridge import metrics
 from trio_bridge.daemon import Daemon, ServeOptions, StartupError
 from trio_bridge.proxymode.ca import write_new_ca
