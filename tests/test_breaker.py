@@ -17,8 +17,8 @@ from trio_bridge.resilience.breaker import (
     BreakerSettings,
     CircuitBreaker,
     ModelLabeler,
-    is_breaker_failure,
 )
+from trio_bridge.resilience.outcome import Kind, Outcome, classify_status
 
 SETTINGS = BreakerSettings(failure_threshold=3, interval=10.0, timeout=30.0, max_requests=2)
 
@@ -247,18 +247,18 @@ def test_half_open_never_has_more_than_max_requests_probes(
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 529])
 def test_overload_statuses_are_failures(status: int) -> None:
-    assert is_breaker_failure(status)
+    assert classify_status(status).breaker_failure
 
 
 @pytest.mark.parametrize("status", [200, 201, 400, 401, 403, 404, 408, 413, 422, 429, 501, 505])
 def test_rate_limits_client_errors_and_other_5xx_are_not_failures(status: int) -> None:
-    assert not is_breaker_failure(status)
+    assert not classify_status(status).breaker_failure
 
 
-def test_connect_error_and_first_byte_timeout_are_failures() -> None:
-    assert is_breaker_failure(None, connect_error=True)
-    assert is_breaker_failure(None, first_byte_timeout=True)
-    assert not is_breaker_failure(None)
+def test_connect_errors_and_timeouts_are_failures_a_full_pool_is_not() -> None:
+    for kind in (Kind.CONNECT_ERROR, Kind.TIMEOUT, Kind.FIRST_TOKEN_TIMEOUT, Kind.STREAM_ERROR):
+        assert Outcome(kind).breaker_failure
+    assert not Outcome(Kind.POOL_FULL).breaker_failure
 
 
 def test_settings_reject_nonsense() -> None:

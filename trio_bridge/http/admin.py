@@ -15,7 +15,7 @@ from ..proxymode.view import proxy_mode_document
 from ..snapshot import Snapshot, SourceStatus
 from ..sources.base import ReloadRequest
 from ..state import BridgeState
-from .asgi import Receive, Scope, Send, lifespan, send_response
+from .asgi import Receive, Scope, Send, send_response
 from .headers import first
 from .health import HEALTH_PATHS, health_answer
 
@@ -99,8 +99,6 @@ class AdminApp:
         self._token = admin_token.encode() if admin_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            return await lifespan(receive, send)
         if scope["type"] != "http":
             return
         path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")

@@ -22,7 +22,7 @@ from .admission import (
     admit_body,
     admit_head,
 )
-from .asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, lifespan, read_body, send_response
+from .asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, send_response
 from .errors import send_error, send_unavailable
 from .headers import Headers, first
 from .health import HEALTH_PATHS, health_answer
@@ -47,8 +47,6 @@ class BridgeApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()

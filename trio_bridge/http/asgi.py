@@ -1,4 +1,4 @@
-"""Small ASGI helpers: whole responses, body reading, lifespan."""
+"""Small ASGI helpers: whole responses, body reading."""
 
 from __future__ import annotations
 
@@ -51,14 +51,3 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def lifespan(receive: Receive, send: Send) -> None:
-    """Acknowledge start-up and shutdown; returning early would crash hypercorn's trio worker."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

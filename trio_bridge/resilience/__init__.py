@@ -15,7 +15,6 @@ from .breaker import (
     CircuitBreaker,
     ModelLabeler,
     Transition,
-    is_breaker_failure,
 )
 from .keypool import (
     KEY_STATUSES,
@@ -48,5 +47,4 @@ __all__ = [
     "PoolKey",
     "Transition",
     "cooldown_from_headers",
-    "is_breaker_failure",
 ]

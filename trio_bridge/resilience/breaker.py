@@ -39,7 +39,6 @@ __all__ = [
     "CircuitBreaker",
     "ModelLabeler",
     "Transition",
-    "is_breaker_failure",
 ]
 
 BreakerState = Literal["closed", "half_open", "open"]
@@ -50,19 +49,6 @@ HALF_OPEN: Final = "half_open"
 BREAKER_STATES: Final[tuple[BreakerState, ...]] = (CLOSED, HALF_OPEN, OPEN)
 
 FAILURE_STATUSES = frozenset({500, 502, 503, 504, 529})
-
-
-def is_breaker_failure(
-    status: int | None, *, connect_error: bool = False, first_byte_timeout: bool = False
-) -> bool:
-    """Whether an upstream outcome counts against the breaker.
-
-    Failures: a connect error, a first-byte (or first-token) timeout, or status 500, 502, 503,
-    504 or 529. Everything else is a success for the breaker, including 429 and every 4xx.
-    The request path classifies through :func:`trio_bridge.resilience.outcome.classify_status`,
-    which agrees with this.
-    """
-    return connect_error or first_byte_timeout or status in FAILURE_STATUSES
 
 
 @dataclass(frozen=True)
