@@ -18,7 +18,6 @@ from .errors import TrioBridgeError
 from .http.admin import AdminApp
 from .http.app import BridgeApp
 from .masking import redact_dsn
-from .proxymode.tunnel import ASGIApp, ProxyConnections, TunnelLimits
 from .recording.recorder import Recorder
 from .reload import FIRST_DATABASE_LOAD_TIMEOUT, Reloader
 from .server import (
@@ -236,6 +235,8 @@ class Daemon:
 def _proxy_server(state: BridgeState, app: BridgeApp, limits: Limits) -> HTTPServer:
     """The ``--proxy-listen`` listener: CONNECT handling on each accepted connection, the
     requests inside an intercepted tunnel served by the bridge app on the same rules."""
+    from .proxymode.tunnel import ASGIApp, ProxyConnections, TunnelLimits
+
     server = HTTPServer(app, limits, name="proxy")
 
     async def serve_tunnel(stream: trio.abc.Stream, tunnel_app: ASGIApp) -> None:

@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..proxymode.ca import CAError, write_new_ca
 from .options import Subparsers
 
 
@@ -22,6 +21,8 @@ def add_parser(commands: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..proxymode.ca import CAError, write_new_ca  # cryptography: only for this command
+
     try:
         cert, key = write_new_ca(args.dir)
     except CAError as exc:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config.model import ProxyModeSettings
 from ..config.secrets import KeyResolutionError
 from ..sources.resolve import ResolvedSecrets
-from .ca import CAError, CertificateAuthority, load_ca
+
+if TYPE_CHECKING:
+    from .ca import CertificateAuthority
 from .hostmap import HostMap, build_host_map, host_key
 
 
@@ -38,6 +40,8 @@ class ProxyView:
 def plan_proxy_view(settings: ProxyModeSettings, secrets: ResolvedSecrets) -> ProxyView:
     """Load the CA from its resolved key references; the host map comes later
     (:meth:`ProxyView.with_hosts`), from the providers the snapshot serves."""
+    from .ca import CAError, load_ca  # cryptography loads only when proxy mode is configured
+
     passthrough = frozenset(host_key(*_split(h)) for h in settings.passthrough_hosts)
     try:
         cert_pem = secrets.get(settings.ca_cert).encode()

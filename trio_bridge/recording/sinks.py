@@ -7,9 +7,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
-import psycopg
+
+if TYPE_CHECKING:  # loaded by the first write: a bridge without a database never needs it
+    import psycopg
 
 from ..store.connect import connect
 from ..store.errors import StoreError, describe
@@ -77,6 +80,8 @@ class PostgresSink:
         self._conn: psycopg.Connection | None = None
 
     def write(self, records: Sequence[Interception]) -> None:
+        import psycopg
+
         payload = _encoder.encode([r.document() for r in records]).decode()
         try:
             conn = self._connection()
@@ -89,6 +94,8 @@ class PostgresSink:
             raise SinkError(f"database write failed: {describe(exc, self.dsn)}") from None
 
     def _connection(self) -> psycopg.Connection:
+        import psycopg
+
         if self._conn is None or self._conn.closed:
             conn = connect(self.dsn, autocommit=True, application_name=RECORDER_APPLICATION_NAME)
             try:
@@ -100,6 +107,8 @@ class PostgresSink:
         return self._conn
 
     def close(self) -> None:
+        import psycopg
+
         conn, self._conn = self._conn, None
         if conn is not None:
             try:

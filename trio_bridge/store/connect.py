@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import psycopg
+if TYPE_CHECKING:
+    import psycopg
 
 from .errors import StoreError, describe
 
@@ -33,6 +35,8 @@ def connect(
     bounds the whole attempt (libpq rounds it up to whole seconds, at least 2), and the
     backend shows ``application_name`` in ``pg_stat_activity``.
     """
+    import psycopg  # here, not at import time: serve without a database never loads it
+
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
         for key, value in _DEFAULTS.items():

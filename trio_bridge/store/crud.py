@@ -15,10 +15,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg.types.json import Jsonb
+if TYPE_CHECKING:  # psycopg loads only when a command talks to the database
+    import psycopg
 
 from ..config.model import MAX_KEYS
 from ..masking import mask_secret, strip_userinfo
@@ -216,9 +216,9 @@ def create_provider(
             conn.execute(
                 "INSERT INTO ai_providers (name, type, base_url, enabled, settings)"
                 " VALUES (%s, %s, %s, %s, %s)",
-                (name, type, base_url, enabled, Jsonb(settings)),
+                (name, type, base_url, enabled, _jsonb(settings)),
             )
-    except psycopg.errors.UniqueViolation:
+    except _unique_violation():
         raise CrudError(f'provider "{name}" already exists') from None
     return get_provider(conn, name)
 
@@ -270,9 +270,9 @@ def update_provider(
             conn.execute(
                 "UPDATE ai_providers SET name = %s, type = %s, base_url = %s, enabled = %s,"
                 " settings = %s WHERE id = %s",
-                (new_name, new_type, new_base_url, new_enabled, Jsonb(new_settings), id_),
+                (new_name, new_type, new_base_url, new_enabled, _jsonb(new_settings), id_),
             )
-    except psycopg.errors.UniqueViolation:
+    except _unique_violation():
         raise CrudError(f'provider "{new_name}" already exists') from None
     return get_provider(conn, new_name)
 
@@ -438,9 +438,9 @@ def create_client(
             row = conn.execute(
                 "INSERT INTO ai_bridge_clients (id, token_sha256, metadata) VALUES (%s, %s, %s)"
                 f" RETURNING {_CLIENT_COLUMNS}",
-                (client_id, sha, Jsonb(metadata)),
+                (client_id, sha, _jsonb(metadata)),
             ).fetchone()
-    except psycopg.errors.UniqueViolation:
+    except _unique_violation():
         existing = conn.execute(
             "SELECT revoked_at FROM ai_bridge_clients WHERE id = %s", (client_id,)
         ).fetchone()
@@ -537,3 +537,15 @@ __all__ = [
     "token_sha256",
     "update_provider",
 ]
+
+
+def _jsonb(value: Any) -> Any:
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(value)
+
+
+def _unique_violation() -> type[Exception]:
+    import psycopg
+
+    return psycopg.errors.UniqueViolation

@@ -9,8 +9,10 @@ find it done. Migrations never change once released: add a new version instead.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-import psycopg
+if TYPE_CHECKING:  # psycopg loads only when a command talks to the database
+    import psycopg
 
 from .connect import connect
 from .errors import database_errors

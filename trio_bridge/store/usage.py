@@ -4,9 +4,10 @@ model and day, read in one read-only transaction."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:  # psycopg loads only when a command talks to the database
+    import psycopg
 
 # Grouping key -> SQL expression over ai_bridge_interceptions i.
 GROUPS: dict[str, str] = {
