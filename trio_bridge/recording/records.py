@@ -8,6 +8,7 @@ writer calls in a worker thread.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ _CLIENTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 
+@functools.lru_cache(maxsize=512)  # clients repeat a handful of User-Agents; ~15 regexes each
 def client_kind(user_agent: str | None) -> str:
     """The kind of client guessed from its User-Agent (``claude-code``, ``codex``,
     ``cursor``, ``copilot``, ``openai-python``, ...), ``unknown`` when nothing matches."""
